@@ -1,0 +1,201 @@
+"""One invocation end to end: inputs checked first, then Vault, targets, pipeline, reports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rotate.errors import (
+    EXIT_ITEMS_FAILED,
+    EXIT_OK,
+    ConfigError,
+    EndpointUnavailable,
+    StoreError,
+)
+from rotate.inventory import load_inventory
+from rotate.models import Credential, Row, RunRecord, Secret, Status, System
+from rotate.pipeline import Options, Outcome, Runbook
+from rotate.progress import NullProgress, Progress
+from rotate.report import ReportPaths, write_json, write_reports
+from rotate.settings import Settings
+from rotate.stores.base import SecretStore
+from rotate.targets import Target, build_target
+
+log = logging.getLogger(__name__)
+
+StoreFactory = Callable[[Settings], SecretStore]
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What to do, already parsed: the core never sees argv."""
+
+    mode: str  # plan | run | report
+    inventory: Path
+    settings: Settings
+    out_dir: Path = Path("reports")
+    json_path: Path | None = None
+    force: bool = False
+    concurrency: int | None = None
+    progress: Progress = field(default_factory=NullProgress)
+
+
+@dataclass(frozen=True)
+class Result:
+    """The run record, where its reports went, and the exit code it earns."""
+
+    record: RunRecord
+    reports: ReportPaths
+    exit_code: int
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def default_store(settings: Settings) -> SecretStore:
+    from rotate.stores.vault import VaultStore
+
+    return VaultStore(settings.vault)
+
+
+class _Unavailable:
+    """A target that could not be built (no gateway password): it fails its probe."""
+
+    def __init__(self, name: str, why: str) -> None:
+        self.name = name
+        self.why = why
+
+    async def probe(self) -> str:
+        raise EndpointUnavailable(self.why)
+
+    def verifiable(self, row: Row) -> bool:
+        return False
+
+    async def push(self, row: Row, credential: Credential) -> None:  # pragma: no cover
+        raise EndpointUnavailable(self.why)
+
+    async def read_back(self, row: Row) -> Secret | None:  # pragma: no cover
+        raise EndpointUnavailable(self.why)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def check_environment(rows: Sequence[Row], settings: Settings) -> None:
+    """Config that depends on the environment, checked before any network call."""
+    problems = []
+    for name in sorted({r.endpoint for r in rows}):
+        endpoint = settings.endpoints[name]
+        var = endpoint.gateway_password_env
+        uses_env = endpoint.system is System.SPARKVIEW and not endpoint.gateway_password_vault
+        if uses_env and var and not settings.env.get(var):
+            problems.append(
+                f"endpoint {name}: environment variable {var} (the gateway password) is not set"
+            )
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def build_targets(rows: Sequence[Row], settings: Settings, store: SecretStore) -> dict[str, Target]:
+    """One target per endpoint the inventory uses; gateway passwords from env or Vault."""
+    targets: dict[str, Target] = {}
+    for name in sorted({r.endpoint for r in rows}):
+        endpoint = settings.endpoints[name]
+        gateway: Secret | None = None
+        if endpoint.system is System.SPARKVIEW:
+            if endpoint.gateway_password_env and settings.env.get(endpoint.gateway_password_env):
+                gateway = Secret(settings.env[endpoint.gateway_password_env])
+            elif endpoint.gateway_password_vault:
+                path, _, key = endpoint.gateway_password_vault.partition("#")
+                try:
+                    gateway = Secret(store.read_field(path, key))
+                except StoreError as exc:
+                    targets[name] = _Unavailable(name, f"gateway password not readable: {exc}")
+                    continue
+        targets[name] = build_target(endpoint, settings.run, settings.env, gateway)
+    return targets
+
+
+async def _drive(
+    invocation: Invocation,
+    rows: Sequence[Row],
+    store: SecretStore,
+    targets: Mapping[str, Target],
+    run_id: str,
+) -> Outcome:
+    options = Options(
+        run_id=run_id,
+        mode=invocation.mode,
+        force=invocation.force,
+        concurrency=invocation.concurrency,
+    )
+    runbook = Runbook(invocation.settings, store, targets, options, invocation.progress)
+    try:
+        if invocation.mode == "plan":
+            return await runbook.plan(rows)
+        if invocation.mode == "report":
+            return await runbook.report(rows)
+        return await runbook.run(rows)
+    finally:
+        runbook.close()
+        await asyncio.gather(*(t.aclose() for t in targets.values()))
+
+
+def exit_code_for(mode: str, record: RunRecord) -> int:
+    """0 all done; 1 when some item failed, is in doubt, or was not attempted (run only)."""
+    bad = {Status.FAILED}
+    if mode == "run":
+        bad |= {Status.IN_DOUBT, Status.NOT_ATTEMPTED}
+    return EXIT_ITEMS_FAILED if any(i.status in bad for i in record.items) else EXIT_OK
+
+
+def summary_line(record: RunRecord) -> str:
+    counts = record.summary()
+    seconds = (record.finished_at - record.started_at).total_seconds()
+    shown = ", ".join(
+        f"{v} {k.replace('_', ' ')}"
+        for k, v in counts.items()
+        if k != "total" and (v or k in ("rotated", "failed"))
+    )
+    return f"{record.mode} {record.run_id}: {counts['total']} item(s): {shown} in {seconds:.1f} s"
+
+
+def execute(invocation: Invocation, store_factory: StoreFactory = default_store) -> Result:
+    """Check the inputs, then Vault, then drive the pipeline and write the reports."""
+    settings = invocation.settings
+    rows = load_inventory(invocation.inventory, settings)
+    if invocation.mode != "report":
+        check_environment(rows, settings)
+    started = datetime.now(UTC)
+    run_id = new_run_id(started)
+    store = store_factory(settings)
+    try:
+        identity = store.check()
+        log.info("run %s (%s) as %s on %s", run_id, invocation.mode, identity, settings.vault.addr)
+        targets = build_targets(rows, settings, store) if invocation.mode != "report" else {}
+        outcome = asyncio.run(_drive(invocation, rows, store, targets, run_id))
+    finally:
+        store.close()
+    record = RunRecord(
+        run_id=run_id,
+        mode=invocation.mode,
+        dry_run=invocation.mode != "run",
+        started_at=started,
+        finished_at=datetime.now(UTC),
+        inventory=str(invocation.inventory),
+        config=settings.source,
+        items=tuple(outcome.items),
+        probes=tuple(outcome.probes),
+        vault_addr=settings.vault.addr,
+        vault_mount=settings.vault.mount,
+    )
+    paths = write_reports(record, invocation.out_dir)
+    if invocation.json_path is not None:
+        write_json(record, invocation.json_path)
+    return Result(record, paths, exit_code_for(invocation.mode, record))

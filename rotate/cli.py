@@ -1,0 +1,196 @@
+"""argv -> settings -> run -> exit code; one error handler maps failures to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from rotate import __version__
+from rotate.errors import EXIT_INTERRUPTED, RotateError
+from rotate.progress import BarProgress, LogProgress, NullProgress, Progress
+from rotate.settings import load_settings
+
+log = logging.getLogger("rotate")
+
+DEFAULT_CONFIG = "rotate.toml"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inventory", type=Path, help="inventory CSV, one row per credential")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (TOML); default: $ROTATE_CONFIG, else ./rotate.toml",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("reports"),
+        help="where the HTML, JSON and CSV reports go (default: reports/)",
+    )
+    parser.add_argument(
+        "--json",
+        dest="json_path",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the machine-readable run record to FILE",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rotate",
+        description="Rotate the stored passwords of Remotix and Spark View systems in bulk, "
+        "keeping every password in Vault/OpenBao.",
+        epilog="exit status: 0 all done; 1 some items failed or are in doubt; 2 bad usage, "
+        "config or inventory (nothing touched); 3 refused or aborted; 130 interrupted",
+    )
+    parser.add_argument("--version", action="version", version=f"rotate {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress display; warnings and the summary only",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("plan", help="dry run: what would rotate and why (reads only)")
+    _common(p)
+    p.add_argument("--force", action="store_true", help="plan every row as due")
+
+    p = sub.add_parser("run", help="rotate every due credential")
+    _common(p)
+    p.add_argument("--force", action="store_true", help="rotate every row, due or not")
+    p.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="items in flight in the whole run (default: [run] concurrency)",
+    )
+
+    p = sub.add_parser("report", help="compliance report from Vault state (reads only)")
+    _common(p)
+
+    p = sub.add_parser("demo", help="the embedded default: OpenBao, simulators, plan/run/report")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("reports"),
+        help="where the reports go (default: reports/)",
+    )
+    p.add_argument(
+        "--inventory",
+        type=Path,
+        default=None,
+        help="inventory to use (default: inventories/demo.csv)",
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, help="config to use (default: inventories/demo.toml)"
+    )
+
+    from rotate.sim import cli as sim_cli
+
+    p = sub.add_parser("simulate", help="serve the vendor simulators on loopback")
+    p.add_argument("inventory", type=Path, help="inventory whose targets the simulators hold")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config naming the endpoints (default: $ROTATE_CONFIG, else ./rotate.toml)",
+    )
+    sim_cli.add_arguments(p)
+    return parser
+
+
+def _config_path(arg: Path | None) -> Path | None:
+    if arg is not None:
+        return arg
+    if os.environ.get("ROTATE_CONFIG"):
+        return Path(os.environ["ROTATE_CONFIG"])
+    return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).exists() else None
+
+
+def _progress(args: argparse.Namespace, console: Console) -> Progress:
+    if args.quiet:
+        return NullProgress()
+    if console.is_terminal:
+        return BarProgress(console)
+    return LogProgress()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Libraries log request URLs; Spark View URLs carry passwords in their query strings.
+    for noisy in ("httpx", "httpcore", "urllib3", "hvac", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    console = Console(stderr=True)
+    try:
+        return _dispatch(args, console)
+    except RotateError as exc:
+        print(f"rotate: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(
+            "rotate: interrupted; unfinished rotations stay pending in Vault and the next "
+            "run finishes them",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace, console: Console) -> int:
+    from rotate.app import Invocation, execute, summary_line
+
+    if args.command == "demo":
+        from rotate.demo import run_demo
+
+        return run_demo(args.out_dir, args.inventory, args.config, _progress(args, console))
+    if args.command == "simulate":
+        from rotate.inventory import load_inventory
+        from rotate.sim import cli as sim_cli
+
+        settings = load_settings(_config_path(args.config))
+        rows = load_inventory(args.inventory, settings)
+        return sim_cli.run(args, settings, rows)
+    settings = load_settings(_config_path(args.config))
+    invocation = Invocation(
+        mode=args.command,
+        inventory=args.inventory,
+        settings=settings,
+        out_dir=args.out_dir,
+        json_path=args.json_path,
+        force=getattr(args, "force", False),
+        concurrency=getattr(args, "concurrency", None),
+        progress=_progress(args, console),
+    )
+    result = execute(invocation)
+    print(summary_line(result.record))
+    print(f"report: {result.reports.html}")
+    print(f"data:   {result.reports.json} {result.reports.csv}")
+    return result.exit_code

@@ -1,0 +1,106 @@
+"""The exception tree of rotate and the exit codes it maps to.
+
+    RotateError                      exit_code
+    ├── UsageError                   2  bad usage, config or inventory: nothing was touched
+    │   ├── ConfigError              2
+    │   └── InventoryError           2  carries every Problem found, by row and column
+    ├── RefusedError                 3  the run was refused or aborted before or while running
+    │   └── StoreUnavailable         3  Vault unreachable, sealed, or the token is refused
+    ├── StoreError                   -  a Vault call failed for one item (recorded, not raised)
+    │   └── PendingConflict          -  another run's candidate sits on the pending path
+    └── TargetError                  -  a vendor call failed for one item or endpoint
+        ├── EndpointUnavailable      -  the probe failed: the endpoint gets no writes
+        ├── Rejected                 -  a definite "no": the target did not take the value
+        └── OutcomeUnknown           -  after the retries, the target may or may not have it
+
+Item-level errors never escape the pipeline: they become the item's recorded outcome.
+Messages never carry a password, a token, a gateway password (or its MD5) or a URL query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_ITEMS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_INTERRUPTED = 130
+
+
+class RotateError(Exception):
+    """Base of every error rotate raises on purpose."""
+
+    exit_code = EXIT_REFUSED
+
+
+class UsageError(RotateError):
+    """Bad command line, config or inventory; detected before any change."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """The config file or the environment is wrong."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in an input file: where it is and what is wrong."""
+
+    row: int | None  # line number in the file (header = 1), None for the file as a whole
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.column:
+            where.append(f"column {self.column!r}")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class InventoryError(UsageError):
+    """The inventory is rejected as a whole; `problems` lists every problem found."""
+
+    def __init__(self, path: str, problems: list[Problem]) -> None:
+        self.path = path
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"inventory {path} rejected, {len(problems)} problem(s):\n{lines}")
+
+
+class RefusedError(RotateError):
+    """The run was refused or aborted (lock held, threshold crossed, Vault unusable)."""
+
+    exit_code = EXIT_REFUSED
+
+
+class StoreUnavailable(RefusedError):
+    """Vault/OpenBao cannot be used at all: unreachable, sealed, or the token is refused."""
+
+
+class StoreError(RotateError):
+    """A Vault call failed for one item."""
+
+
+class PendingConflict(StoreError):
+    """A pending candidate already exists and was not expected (another run staged it)."""
+
+
+class TargetError(RotateError):
+    """A vendor API call failed."""
+
+
+class EndpointUnavailable(TargetError):
+    """The endpoint failed its probe; none of its rows are attempted."""
+
+
+class Rejected(TargetError):
+    """The target definitely did not accept the request (a 4xx, or an application error)."""
+
+
+class OutcomeUnknown(TargetError):
+    """After the retries the target may or may not hold the new value."""

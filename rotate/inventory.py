@@ -1,0 +1,492 @@
+"""Inventory CSV -> validated rows, or every problem found; the only module importing pandas."""
+
+from __future__ import annotations
+
+import csv
+import enum
+import io
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+from rotate.errors import InventoryError, Problem
+from rotate.models import PROTOCOLS, SYSTEM_OF_KIND, Kind, Row
+from rotate.passwords import validate_policy_for
+from rotate.settings import Settings
+
+__all__ = [
+    "COLUMNS",
+    "DEFAULT_MAX_BYTES",
+    "OPTIONAL_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "default_vault_path",
+    "load_inventory",
+]
+
+REQUIRED_COLUMNS = ("endpoint", "kind", "target", "username")
+OPTIONAL_COLUMNS = (
+    "protocol",
+    "port",
+    "domain",
+    "policy",
+    "max_age_days",
+    "vault_path",
+    "owner",
+    "notes",
+)
+COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+DEFAULT_MAX_BYTES = 200 * 1024 * 1024
+# a bound keeps `timedelta(days=...)` in the planner from overflowing; 100 years is plenty
+MAX_AGE_DAYS_LIMIT = 36_500
+_FREE_TEXT = frozenset({"owner", "notes"})
+_KINDS = {k.value: k for k in Kind}
+
+_LINE_BREAK = r"\r\n|\r|\n"  # what both the CSV parser and a text editor count as a new line
+# C0/C1 controls, DEL, Unicode line separators and bidi overrides (which can disguise a name)
+_ODD = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_CONTROL_IN_TEXT = re.compile(f"[{_ODD}]")  # owner, notes: tabs and line breaks are fine
+_CONTROL = re.compile(f"[{_ODD}\t\n\r]")  # identifiers: nothing of the sort
+# int() would also take "+1", " 1", "1_0" and non-ASCII digits
+_DIGITS = re.compile(r"[0-9]{1,9}")
+_EXPECTED_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+_OPEN_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
+
+
+def default_vault_path(
+    settings: Settings, endpoint: str, kind: Kind, target: str, protocol: str, port: int | None
+) -> str:
+    """`<prefix>/<endpoint>/<kind>/<target>[/<protocol>[_<port>]]`, relative to the mount."""
+    path = f"{settings.vault.prefix}/{endpoint}/{kind.value}/{target}"
+    if kind is Kind.SERVER:
+        return path  # a server has one logon: no protocol segment
+    return f"{path}/{protocol}_{port}" if port is not None else f"{path}/{protocol}"
+
+
+def load_inventory(
+    path: str | Path, settings: Settings, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> list[Row]:
+    """Read and validate an inventory; raise InventoryError listing every problem found."""
+    name = str(path)
+    text, skipped = _read_text(Path(path), name, max_bytes)
+    frame = _parse(text, name, skipped)
+    positions = _columns(frame, name)
+    spans = _has_breaks_in_values(frame, text)
+    lines = _line_numbers(frame, skipped, spans=spans)
+    # most files hold no odd character at all: one scan of the text spares a scan per cell
+    odd = spans or "\t" in text or bool(_CONTROL_IN_TEXT.search(text))
+    rows, problems = _validate(frame.iloc[1:], positions, lines, settings, scan_controls=odd)
+    if problems:
+        raise InventoryError(name, problems)
+    return rows
+
+
+def _read_text(path: Path, name: str, max_bytes: int) -> tuple[str, int]:
+    """The file as text without leading blank lines, and how many lines were skipped."""
+
+    def fail(message: str) -> InventoryError:
+        return InventoryError(name, [Problem(None, None, message)])
+
+    try:
+        with path.open("rb") as stream:
+            # a bounded read also guards pipes and files that grow while being read
+            data = stream.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise fail("file not found") from None
+    except OSError as exc:
+        raise fail(f"cannot be read: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise fail(
+            f"file is larger than the limit of {max_bytes:,} bytes; split the inventory "
+            "or raise the limit"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = _count_breaks(data[: exc.start].decode("utf-8-sig", errors="replace")) + 1
+        raise fail(
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line} (offset "
+            f"{exc.start}) cannot be decoded; save the file as UTF-8"
+        ) from None
+    body = text.lstrip("\r\n")
+    if not body.strip():
+        raise fail("file is empty: expected a header line naming the columns")
+    # pandas finds no header after blank lines; drop them and count them back in line numbers
+    return body, _count_breaks(text[: len(text) - len(body)])
+
+
+def _count_breaks(text: str) -> int:
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+def _parse(text: str, name: str, skipped: int) -> pd.DataFrame:
+    """All records as strings, the header as record 0; blank lines kept so records count."""
+    try:
+        return pd.read_csv(
+            io.StringIO(text),
+            header=None,  # names checked by hand: pandas would rename duplicates silently
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=False,
+            encoding="utf-8",
+            engine="c",
+        ).fillna("")
+    except ValueError as exc:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise InventoryError(name, [_parse_problem(str(exc), text, skipped)]) from None
+
+
+def _parse_problem(message: str, text: str, skipped: int) -> Problem:
+    """A parser error as a Problem, with the file's line number where it can be found."""
+    if match := _EXPECTED_FIELDS.search(message):
+        expected, record, saw = int(match[1]), int(match[2]) - 1, int(match[3])
+        line = _record_line(text, record)
+        where = f"line {line + skipped}" if line else f"record {record + 1}"
+        return Problem(
+            line + skipped if line else None,
+            None,
+            f"{saw} fields where the header has {expected} ({where}); a value containing "
+            "a comma must be quoted",
+        )
+    if match := _OPEN_QUOTE.search(message):
+        line = _record_line(text, int(match[1]))
+        return Problem(
+            line + skipped if line else None,
+            None,
+            "a quoted value is never closed (a '\"' is missing)",
+        )
+    return Problem(None, None, f"not a readable CSV file: {message.strip()}")
+
+
+def _record_line(text: str, record: int) -> int | None:
+    """The line on which record `record` (0 = header) starts, or None if it cannot be found."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for index in range(record + 1):
+            start = reader.line_num + 1
+            next(reader)
+            if index == record:
+                return start
+    except (StopIteration, csv.Error):
+        pass
+    return None
+
+
+def _columns(frame: pd.DataFrame, name: str) -> dict[str, int]:
+    """Column name -> position; InventoryError if the header is wrong."""
+    raw: list[str] = [str(v) for v in frame.iloc[0].tolist()]
+    if len(raw) == 1 and ("," not in raw[0]) and (";" in raw[0] or "\t" in raw[0]):
+        raise InventoryError(
+            name,
+            [Problem(1, None, "the header has no ','; the file must be comma-separated")],
+        )
+    problems: list[Problem] = []
+    positions: dict[str, int] = {}
+    for position, cell in enumerate(raw):
+        column = cell.strip()
+        if not column:
+            if (frame[position].iloc[1:].str.strip() == "").all():
+                continue  # a trailing delimiter (spreadsheet export), not a column
+            problems.append(Problem(1, None, f"column {position + 1} has values but no name"))
+        elif column in positions:
+            problems.append(Problem(1, column, "column appears twice"))
+        elif column not in COLUMNS:
+            hint = f" (did you mean {column.lower()!r}?)" if column.lower() in COLUMNS else ""
+            problems.append(
+                Problem(
+                    1,
+                    column,
+                    f"unknown column{hint}; allowed: {', '.join(COLUMNS)}",
+                )
+            )
+        else:
+            positions[column] = position
+    problems.extend(
+        Problem(None, column, "required column is missing")
+        for column in REQUIRED_COLUMNS
+        if column not in positions
+    )
+    if problems:
+        # rows cannot be read against a wrong header: their problems would only be noise
+        raise InventoryError(name, problems)
+    return positions
+
+
+def _line_numbers(frame: pd.DataFrame, skipped: int, *, spans: bool) -> list[int]:
+    """The line on which each record starts (header = 1 after any skipped blank lines)."""
+    first = 1 + skipped
+    if not spans:
+        return list(range(first, first + len(frame)))
+    breaks = sum(frame[c].str.count(_LINE_BREAK) for c in frame.columns)
+    before = pd.Series(breaks).cumsum().shift(1, fill_value=0)
+    return [first + i + int(b) for i, b in enumerate(before.tolist())]
+
+
+def _has_breaks_in_values(frame: pd.DataFrame, text: str) -> bool:
+    """Whether some quoted value spans lines (blank lines are records, so counts tell)."""
+    if '"' not in text:
+        return False
+    # one record per line, the last one with or without its line break
+    plain = len(frame) - (0 if text.endswith(("\n", "\r")) else 1)
+    return _count_breaks(text) != plain
+
+
+def _show(value: str) -> str:
+    """A cell for a message: quoted, escaped and cut short."""
+    return repr(value if len(value) <= 60 else value[:57] + "...")
+
+
+def _path_problem(path: str) -> str | None:
+    if path.startswith("/") or path.endswith("/"):
+        return "must not start or end with '/'"
+    if any(segment in ("", ".", "..") for segment in path.split("/")):
+        return "must not have an empty, '.' or '..' segment"
+    return None
+
+
+def _validate(
+    body: pd.DataFrame,
+    positions: dict[str, int],
+    lines: list[int],
+    settings: Settings,
+    *,
+    scan_controls: bool = True,
+) -> tuple[list[Row], list[Problem]]:
+    """Every row checked against the contract and the settings; one pass, no row indexing."""
+    blank = [""] * len(body)
+    values = [body[positions[c]].str.strip().tolist() if c in positions else blank for c in COLUMNS]
+    controls = _controls(values) if scan_controls else {}
+    checker = _RowChecker(settings)
+    rows: list[Row] = []
+    for index, cells in enumerate(zip(*values, strict=True)):
+        if not any(cells):
+            continue  # a blank line
+        row = checker.check(lines[index + 1], _Cells(*cells), controls.get(index, ()))
+        if row is not None:
+            rows.append(row)
+    return rows, checker.problems
+
+
+def _controls(values: list[list[str]]) -> dict[int, list[str]]:
+    """Record index -> the columns whose cell holds a character it must not hold."""
+    found: dict[int, list[str]] = {}
+    for column, cells in zip(COLUMNS, values, strict=True):
+        pattern = _CONTROL_IN_TEXT if column in _FREE_TEXT else _CONTROL
+        for index, cell in enumerate(cells):
+            if pattern.search(cell):
+                found.setdefault(index, []).append(column)
+    return found
+
+
+class _Invalid(enum.Enum):
+    """A cell that was given but is wrong (its problem is recorded): unlike None, not absent."""
+
+    VALUE = "invalid"
+
+
+_INVALID = _Invalid.VALUE
+
+
+class _Cells(NamedTuple):
+    """One record's stripped cells, in COLUMNS order."""
+
+    endpoint: str
+    kind: str
+    target: str
+    username: str
+    protocol: str
+    port: str
+    domain: str
+    policy: str
+    max_age_days: str
+    vault_path: str
+    owner: str
+    notes: str
+
+
+class _RowChecker:
+    """Checks rows one by one, remembering what duplicates need; collects every problem."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.problems: list[Problem] = []
+        self.keys: dict[tuple[str, str, str, str, int | None], int] = {}
+        self.paths: dict[str, int] = {}
+        self.pending = settings.vault.pending_root
+        self.known_endpoints = ", ".join(sorted(settings.endpoints)) or "none configured"
+        self.known_policies = ", ".join(sorted(settings.policies))
+        self.line = 0
+
+    def problem(self, column: str, message: str) -> None:
+        self.problems.append(Problem(self.line, column, message))
+
+    def check(self, line: int, cells: _Cells, controls: Iterable[str]) -> Row | None:
+        """The row if it is valid; its problems are added to `self.problems` either way."""
+        self.line = line
+        before = len(self.problems)
+        for column in controls:
+            self.problem(column, "contains a control or invisible formatting character")
+        for column in REQUIRED_COLUMNS:
+            if not getattr(cells, column):
+                self.problem(column, "required value is empty")
+        kind = self._kind(cells)
+        target_ok = self._target(cells.target)
+        protocol = self._protocol(cells, kind)
+        port = self._port(cells, kind)
+        if cells.domain and protocol is not None and protocol != "RDP":
+            self.problem("domain", f"a domain only applies to RDP, not {protocol}")
+        self._policy(cells, protocol)
+        max_age = self._number(cells.max_age_days, "max_age_days", MAX_AGE_DAYS_LIMIT)
+        path = self._vault_path(cells, kind, protocol, port, target_ok)
+        if len(self.problems) > before or kind is None or protocol is None:
+            return None
+        if isinstance(port, _Invalid) or isinstance(max_age, _Invalid):  # pragma: no cover
+            return None  # a problem was recorded: unreachable, here for the type checker
+        return Row(
+            line=line,
+            endpoint=cells.endpoint,
+            kind=kind,
+            target=cells.target,
+            username=cells.username,
+            protocol=protocol,
+            port=port,
+            domain=cells.domain or None,
+            policy=cells.policy or "default",
+            max_age_days=max_age,
+            vault_path=path or "",
+            owner=cells.owner,
+            notes=cells.notes,
+        )
+
+    def _kind(self, cells: _Cells) -> Kind | None:
+        """The row's kind, if it is one and its endpoint (known) serves it."""
+        site = self.settings.endpoints.get(cells.endpoint)
+        if cells.endpoint and site is None:
+            self.problem(
+                "endpoint",
+                f"unknown endpoint {_show(cells.endpoint)} (known: {self.known_endpoints})",
+            )
+        kind = _KINDS.get(cells.kind.lower())
+        if cells.kind and kind is None:
+            self.problem(
+                "kind", f"unknown kind {_show(cells.kind)}; expected connection, computer or server"
+            )
+        if kind is not None and site is not None and SYSTEM_OF_KIND[kind] != site.system:
+            serves = " or ".join(k.value for k, s in SYSTEM_OF_KIND.items() if s == site.system)
+            self.problem(
+                "kind",
+                f"endpoint {cells.endpoint!r} is a {site.system.value} endpoint: it has "
+                f"{serves} rows, not {kind.value}",
+            )
+            return None
+        return kind if site is not None else None
+
+    def _target(self, target: str) -> bool:
+        if target in (".", "..") or "/" in target:
+            self.problem(
+                "target",
+                f"{_show(target)} cannot be a target: it must not contain '/' "
+                "nor be '.' or '..' (it becomes one segment of a vault path)",
+            )
+            return False
+        return bool(target)
+
+    def _protocol(self, cells: _Cells, kind: Kind | None) -> str | None:
+        """The upper-case protocol (a server's defaults to RDP), None if it is wrong."""
+        protocol = cells.protocol.upper()
+        kind = kind or _KINDS.get(cells.kind.lower())  # checked even if the endpoint is wrong
+        if kind is None:
+            return None
+        allowed = PROTOCOLS[kind]
+        if not protocol and kind is Kind.SERVER:
+            return allowed[0]
+        if not protocol:
+            self.problem("protocol", f"required for a {kind.value} (one of {', '.join(allowed)})")
+            return None
+        if protocol not in allowed:
+            hint = ""
+            if kind is Kind.COMPUTER and protocol == "APPLE":
+                hint = "; a computer's Apple Screen Sharing is VNC"
+            self.problem(
+                "protocol",
+                f"a {kind.value} has no protocol {_show(cells.protocol)} (one of "
+                f"{', '.join(allowed)}){hint}",
+            )
+            return None
+        return protocol
+
+    def _port(self, cells: _Cells, kind: Kind | None) -> int | _Invalid | None:
+        """The port, None when there is none, _INVALID when it is wrong."""
+        if not cells.port:
+            return None
+        kind = kind or _KINDS.get(cells.kind.lower())
+        if kind is not None and kind is not Kind.COMPUTER:
+            self.problem(
+                "port", f"a port only applies to a computer connection, not a {kind.value}"
+            )
+            return _INVALID
+        return self._number(cells.port, "port", 65535, what="a port number")
+
+    def _number(
+        self, text: str, column: str, high: int, what: str = "a whole number of days"
+    ) -> int | _Invalid | None:
+        """A positive integer up to `high`, None when empty, _INVALID when wrong."""
+        if not text:
+            return None
+        if _DIGITS.fullmatch(text) and 1 <= int(text) <= high:
+            return int(text)
+        self.problem(column, f"{_show(text)} is not {what} from 1 to {high}")
+        return _INVALID
+
+    def _policy(self, cells: _Cells, protocol: str | None) -> None:
+        name = cells.policy or "default"
+        policy = self.settings.policies.get(name)
+        if policy is None:
+            self.problem("policy", f"unknown policy {_show(name)} (known: {self.known_policies})")
+        elif protocol is not None and (why := validate_policy_for(protocol, policy)):
+            self.problem("policy", why)
+
+    def _vault_path(
+        self,
+        cells: _Cells,
+        kind: Kind | None,
+        protocol: str | None,
+        port: int | _Invalid | None,
+        target_ok: bool,
+    ) -> str | None:
+        """The row's vault path (given or default), checked, and its duplicates."""
+        if kind is not None and protocol is not None and port is not _INVALID and target_ok:
+            key = (cells.endpoint, kind.value, cells.target, protocol, port)
+            first = self.keys.setdefault(key, self.line)
+            if first != self.line:
+                self.problem(
+                    "target",
+                    f"duplicate of line {first} (same endpoint, kind, target, protocol and port)",
+                )
+                return None  # its vault path would only repeat the news
+            path = cells.vault_path or default_vault_path(
+                self.settings, cells.endpoint, kind, cells.target, protocol, port
+            )
+        elif cells.vault_path:
+            path = cells.vault_path
+        else:
+            return None
+        # a default path can go wrong only through the endpoint's name (from the config)
+        column = "vault_path" if cells.vault_path else "endpoint"
+        if why := _path_problem(path):
+            self.problem(column, f"vault path {_show(path)} {why}")
+            return None
+        if path == self.pending or path.startswith(self.pending + "/"):
+            # candidates are staged at <pending_root>/<path>: a secret in there would be
+            # mistaken for, or overwritten by, another row's pending candidate
+            self.problem(
+                column,
+                f"vault path {_show(path)} lies in the pending area {self.pending!r}; "
+                "rename the endpoint or give the row another vault_path",
+            )
+            return None
+        first = self.paths.setdefault(path, self.line)
+        if first != self.line:
+            self.problem(column, f"vault path {_show(path)} is also used by line {first}")
+        return path

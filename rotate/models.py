@@ -1,0 +1,240 @@
+"""Frozen records passed between the stages; a secret's repr and str are redacted."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class Secret:
+    """A secret string: printing, formatting or repr-ing it shows `***`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The clear text, for the one call that must send or store it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a Secret is not to be pickled")
+
+
+class Kind(enum.StrEnum):
+    CONNECTION = "connection"
+    COMPUTER = "computer"
+    SERVER = "server"
+
+
+class System(enum.StrEnum):
+    REMOTIX = "remotix"
+    SPARKVIEW = "sparkview"
+
+
+#: protocols each kind has; a server's stored logon is RDP
+PROTOCOLS: dict[Kind, tuple[str, ...]] = {
+    Kind.CONNECTION: ("NEAR", "RDP", "APPLE"),
+    Kind.COMPUTER: ("NEAR", "RDP", "VNC"),
+    Kind.SERVER: ("RDP",),
+}
+
+#: the vendor system that serves each kind
+SYSTEM_OF_KIND: dict[Kind, System] = {
+    Kind.CONNECTION: System.REMOTIX,
+    Kind.COMPUTER: System.REMOTIX,
+    Kind.SERVER: System.SPARKVIEW,
+}
+
+#: protocols whose passwords are VNC passwords (8 characters at most)
+VNC_TYPE_PROTOCOLS = frozenset({"VNC"})
+VNC_MAX_LENGTH = 8
+
+
+class Status(enum.StrEnum):
+    ROTATED = "rotated"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    IN_DOUBT = "in_doubt"
+    NOT_ATTEMPTED = "not_attempted"
+    DUE = "due"
+    NOT_DUE = "not_due"
+    COMPLIANT = "compliant"
+    OVERDUE = "overdue"
+    NEVER_ROTATED = "never_rotated"
+
+
+class Stage(enum.StrEnum):
+    """How far an item got in the runbook."""
+
+    PLANNED = "planned"
+    GENERATED = "generated"
+    STAGED = "staged"
+    PUSHED = "pushed"
+    VERIFIED = "verified"
+    PROMOTED = "promoted"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One validated inventory row: one credential on one target."""
+
+    line: int  # line number in the CSV (header = 1)
+    endpoint: str
+    kind: Kind
+    target: str
+    username: str
+    protocol: str  # upper case; "RDP" for a server
+    port: int | None = None
+    domain: str | None = None
+    policy: str = "default"
+    max_age_days: int | None = None
+    vault_path: str = ""  # relative to the KV mount; filled by the loader when not given
+    owner: str = ""
+    notes: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str, str, int | None]:
+        """The credential's identity: two rows with the same key are duplicates."""
+        return (self.endpoint, self.kind.value, self.target, self.protocol, self.port)
+
+    @property
+    def protocol_suffix(self) -> str:
+        """`RDP` or `RDP_3390`: the Remotix path segment of a computer connection."""
+        return f"{self.protocol}_{self.port}" if self.port is not None else self.protocol
+
+    @property
+    def label(self) -> str:
+        """A short human name for logs: endpoint/kind/target/protocol[_port]."""
+        return f"{self.endpoint}/{self.kind.value}/{self.target}/{self.protocol_suffix}"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What a target stores and Vault keeps: username, password, optional domain."""
+
+    username: str
+    password: Secret
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingCandidate:
+    """A staged password not yet promoted: the target may already hold it."""
+
+    credential: Credential
+    run_id: str
+    staged_at: datetime
+
+
+@dataclass(frozen=True)
+class SecretState:
+    """What Vault knows of one row's secret (no secret value in it but the pending one)."""
+
+    path: str
+    current_version: int | None  # None: no current secret yet
+    rotated_at: datetime | None  # last promotion by rotate, else the version's created_time
+    last_run_id: str | None
+    pending: PendingCandidate | None
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The recorded outcome of one row. It has no password field, by construction."""
+
+    row: Row
+    status: Status
+    stage: Stage = Stage.PLANNED
+    verified: bool | None = None  # None: not applicable (not pushed); False: pushed, not verified
+    vault_path: str = ""
+    vault_version: int | None = None
+    reason: str = ""  # why it is due / skipped / not attempted
+    error: str = ""
+    duration_s: float = 0.0
+    last_rotated: datetime | None = None
+
+    def as_record(self) -> dict[str, object]:
+        """The `--json` item record of DESIGN.md (and a little more)."""
+        r = self.row
+        return {
+            "endpoint": r.endpoint,
+            "kind": r.kind.value,
+            "target": r.target,
+            "protocol": r.protocol,
+            "port": r.port,
+            "username": r.username,
+            "domain": r.domain,
+            "owner": r.owner,
+            "line": r.line,
+            "status": self.status.value,
+            "stage": self.stage.value,
+            "verified": self.verified,
+            "vault_path": self.vault_path,
+            "vault_version": self.vault_version,
+            "reason": self.reason,
+            "error": self.error,
+            "duration_s": round(self.duration_s, 3),
+            "last_rotated": self.last_rotated.isoformat() if self.last_rotated else None,
+        }
+
+
+@dataclass(frozen=True)
+class EndpointProbe:
+    """The result of probing one endpoint before any write."""
+
+    endpoint: str
+    system: System
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything a report is built from; secret-free."""
+
+    run_id: str
+    mode: str  # plan | run | report
+    dry_run: bool
+    started_at: datetime
+    finished_at: datetime
+    inventory: str
+    config: str
+    items: tuple[ItemResult, ...]
+    probes: tuple[EndpointProbe, ...] = ()
+    vault_addr: str = ""
+    vault_mount: str = ""
+    aborted: str = ""  # why the run stopped early, if it did
+
+    def summary(self) -> dict[str, int]:
+        """Counts by status; the six DESIGN.md keys are always present."""
+        counts = {
+            "total": len(self.items),
+            "rotated": 0,
+            "failed": 0,
+            "skipped": 0,
+            "in_doubt": 0,
+            "not_attempted": 0,
+        }
+        for item in self.items:
+            counts[item.status.value] = counts.get(item.status.value, 0) + 1
+        return counts

@@ -1,0 +1,358 @@
+"""The runbook: read state, plan, probe, then per item stage -> push -> verify -> promote."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import ParamSpec, TypeVar
+
+from rotate import passwords, planner
+from rotate.errors import (
+    EndpointUnavailable,
+    OutcomeUnknown,
+    Rejected,
+    StoreError,
+    TargetError,
+)
+from rotate.models import (
+    Credential,
+    EndpointProbe,
+    ItemResult,
+    Row,
+    SecretState,
+    Stage,
+    Status,
+)
+from rotate.progress import NullProgress, Progress
+from rotate.settings import Settings
+from rotate.stores.base import SecretStore
+from rotate.targets.base import Target
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the caller asked for; the core never looks at argv."""
+
+    run_id: str
+    mode: str  # plan | run | report
+    force: bool = False
+    concurrency: int | None = None  # overrides [run] concurrency
+
+
+@dataclass
+class Outcome:
+    """What a pipeline call produced, for the record and the exit code."""
+
+    items: list[ItemResult]
+    probes: list[EndpointProbe] = field(default_factory=list)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runbook:
+    """One invocation's pipeline over a store and a set of targets."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: SecretStore,
+        targets: Mapping[str, Target],
+        options: Options,
+        progress: Progress | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.targets = targets
+        self.options = options
+        self.progress = progress or NullProgress()
+        # Each worker thread has its own hvac client, so Vault calls run side by side.
+        self._pool = ThreadPoolExecutor(settings.vault.workers, thread_name_prefix="vault")
+
+    async def _vault(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def read_states(self, rows: Sequence[Row]) -> list[SecretState | StoreError]:
+        """Vault's view of every row; a failed read is kept as the item's error."""
+
+        async def one(row: Row) -> SecretState | StoreError:
+            try:
+                return await self._vault(self.store.read_state, row.vault_path)
+            except StoreError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(r) for r in rows)))
+
+    async def probe(self, names: Sequence[str]) -> dict[str, EndpointProbe]:
+        """Probe each endpoint once, side by side; a failed probe means no writes there."""
+
+        async def one(name: str) -> EndpointProbe:
+            target = self.targets[name]
+            system = self.settings.endpoints[name].system
+            try:
+                detail = await target.probe()
+            except EndpointUnavailable as exc:
+                log.warning("endpoint %s failed its probe: %s", name, exc)
+                return EndpointProbe(name, system, False, str(exc))
+            log.info("endpoint %s: %s", name, detail)
+            return EndpointProbe(name, system, True, detail)
+
+        probes = await asyncio.gather(*(one(n) for n in names))
+        return {p.endpoint: p for p in probes}
+
+    # -- the three uses ---------------------------------------------------------------------
+
+    async def plan(self, rows: Sequence[Row]) -> Outcome:
+        """What a run would do now; reads only."""
+        now = now_utc()
+        states = await self.read_states(rows)
+        probes = await self.probe(sorted({r.endpoint for r in rows}))
+        items = []
+        for row, state in zip(rows, states, strict=True):
+            if isinstance(state, StoreError):
+                items.append(
+                    ItemResult(row, Status.FAILED, vault_path=row.vault_path, error=str(state))
+                )
+                continue
+            decision = planner.decide(
+                row, state, now, self.settings.run.max_age_days, self.options.force
+            )
+            status = Status.DUE if decision.due else Status.NOT_DUE
+            reason = decision.reason
+            probe = probes[row.endpoint]
+            if decision.due and not probe.ok:
+                status = Status.NOT_ATTEMPTED
+                reason = f"{reason}; endpoint {row.endpoint} failed its probe: {probe.detail}"
+            items.append(self._from_state(row, state, status, reason))
+        return Outcome(items, list(probes.values()))
+
+    async def report(self, rows: Sequence[Row]) -> Outcome:
+        """Compliance of every row, from Vault alone."""
+        now = now_utc()
+        states = await self.read_states(rows)
+        items = []
+        for row, state in zip(rows, states, strict=True):
+            if isinstance(state, StoreError):
+                items.append(
+                    ItemResult(row, Status.FAILED, vault_path=row.vault_path, error=str(state))
+                )
+                continue
+            status, reason = planner.compliance(row, state, now, self.settings.run.max_age_days)
+            items.append(self._from_state(row, state, status, reason))
+        return Outcome(items)
+
+    async def run(self, rows: Sequence[Row]) -> Outcome:
+        """Rotate every due row: bounded globally, per endpoint by the targets, never cancelling."""
+        now = now_utc()
+        states = await self.read_states(rows)
+        decisions: list[tuple[Row, SecretState, planner.Decision]] = []
+        results: dict[int, ItemResult] = {}
+        for i, (row, state) in enumerate(zip(rows, states, strict=True)):
+            if isinstance(state, StoreError):
+                results[i] = ItemResult(
+                    row, Status.FAILED, vault_path=row.vault_path, error=str(state)
+                )
+                continue
+            decision = planner.decide(
+                row, state, now, self.settings.run.max_age_days, self.options.force
+            )
+            if not decision.due:
+                results[i] = self._from_state(row, state, Status.SKIPPED, decision.reason)
+            else:
+                decisions.append((row, state, decision))
+
+        due_endpoints = sorted({row.endpoint for row, _, _ in decisions})
+        probes = await self.probe(due_endpoints)
+        work: list[tuple[int, Row, SecretState, planner.Decision]] = []
+        index = {id(row): i for i, row in enumerate(rows)}
+        for row, state, decision in decisions:
+            probe = probes[row.endpoint]
+            i = index[id(row)]
+            if not probe.ok:
+                results[i] = self._from_state(
+                    row,
+                    state,
+                    Status.NOT_ATTEMPTED,
+                    f"{decision.reason}; not attempted: endpoint failed its probe",
+                    error=probe.detail,
+                )
+            else:
+                work.append((i, row, state, decision))
+
+        self.progress.start(len(work), [row.endpoint for _, row, _, _ in work])
+        slots = asyncio.Semaphore(self.options.concurrency or self.settings.run.concurrency)
+
+        async def bounded(i: int, row: Row, state: SecretState, d: planner.Decision) -> None:
+            async with slots:
+                self.progress.item_started(row)
+                result = await self.rotate_one(row, state, d)
+                self.progress.item_done(row, result.status)
+                results[i] = result
+
+        try:
+            await asyncio.gather(*(bounded(*w) for w in work))
+        finally:
+            self.progress.stop()
+        return Outcome([results[i] for i in range(len(rows))], list(probes.values()))
+
+    # -- one item ---------------------------------------------------------------------------
+
+    async def rotate_one(
+        self, row: Row, state: SecretState, decision: planner.Decision
+    ) -> ItemResult:
+        """Stage -> push -> verify -> promote; every failure becomes this item's outcome."""
+        started = time.monotonic()
+        target = self.targets[row.endpoint]
+        path = row.vault_path
+
+        def result(
+            status: Status,
+            stage: Stage,
+            error: str,
+            verified: bool | None = None,
+            vault_version: int | None = None,
+            rotated_at: datetime | None = None,
+        ) -> ItemResult:
+            return ItemResult(
+                row,
+                status,
+                stage,
+                verified=verified,
+                vault_path=path,
+                vault_version=vault_version or state.current_version,
+                reason=decision.reason,
+                error=error,
+                duration_s=time.monotonic() - started,
+                last_rotated=rotated_at or state.rotated_at,
+            )
+
+        # 1. Stage: the candidate is durably in Vault before the target sees it.
+        if decision.resume and state.pending is not None:
+            candidate = state.pending.credential
+            if candidate.username != row.username or candidate.domain != row.domain:
+                # The row changed since the candidate was staged; the target may hold the
+                # staged one, so finish that first and let a later run apply the change.
+                log.warning(
+                    "%s: resuming a candidate staged for another username/domain", row.label
+                )
+        else:
+            policy = self.settings.policies[row.policy]
+            candidate = Credential(row.username, passwords.generate(policy), row.domain)
+            try:
+                await self._vault(self.store.stage, path, candidate, self.options.run_id)
+            except StoreError as exc:
+                return result(
+                    Status.FAILED, Stage.GENERATED, error=f"not staged, target untouched: {exc}"
+                )
+
+        # 2. Push: an idempotent overwrite, retried inside the target on transient errors.
+        try:
+            await target.push(row, candidate)
+        except Rejected as exc:
+            return await self._discard(row, result, f"target rejected the new password: {exc}")
+        except OutcomeUnknown as exc:
+            return result(
+                Status.IN_DOUBT,
+                Stage.STAGED,
+                error=f"{exc}; candidate kept pending, the next run settles it",
+            )
+        except TargetError as exc:
+            if decision.resume:
+                # An earlier run may have delivered this candidate: never drop it unheard.
+                return result(
+                    Status.FAILED,
+                    Stage.STAGED,
+                    error=f"target not reached: {exc}; candidate kept pending",
+                )
+            return await self._discard(row, result, f"target not reached: {exc}")
+
+        # 3. Verify where the API can read the password back.
+        verified = False
+        note = ""
+        if target.verifiable(row):
+            try:
+                held = await target.read_back(row)
+            except TargetError as exc:
+                note = f"pushed; read-back failed ({exc})"
+            else:
+                if held is None:
+                    note = "pushed; the read-back has no password"
+                elif held != candidate.password:
+                    return result(
+                        Status.IN_DOUBT,
+                        Stage.PUSHED,
+                        verified=False,
+                        error="read-back differs from the pushed password; "
+                        "candidate kept pending, the next run settles it",
+                    )
+                else:
+                    verified = True
+
+        # 4. Promote: the accepted password becomes the current version.
+        promoted_at = now_utc()
+        try:
+            version = await self._vault(
+                self.store.promote,
+                path,
+                candidate,
+                state.current_version,
+                self.options.run_id,
+                promoted_at,
+            )
+        except StoreError as exc:
+            return result(
+                Status.IN_DOUBT,
+                Stage.VERIFIED if verified else Stage.PUSHED,
+                verified=verified,
+                error=f"target took the new password but promotion failed ({exc}); "
+                "it stays pending in Vault, the next run promotes it",
+            )
+        log.debug("%s: rotated, Vault version %s", row.label, version)
+        return result(
+            Status.ROTATED,
+            Stage.PROMOTED,
+            verified=verified,
+            vault_version=version,
+            error=note,
+            rotated_at=promoted_at,
+        )
+
+    async def _discard(self, row: Row, result: Callable[..., ItemResult], why: str) -> ItemResult:
+        """The target definitely does not hold the candidate: drop it, the current stays valid."""
+        try:
+            await self._vault(self.store.discard, row.vault_path)
+        except StoreError as exc:
+            why = f"{why}; the candidate could not be discarded ({exc})"
+        else:
+            why = f"{why}; candidate discarded, the current password stays valid"
+        return result(Status.FAILED, Stage.STAGED, error=why)
+
+    def _from_state(
+        self, row: Row, state: SecretState, status: Status, reason: str, error: str = ""
+    ) -> ItemResult:
+        return ItemResult(
+            row,
+            status,
+            vault_path=row.vault_path,
+            vault_version=state.current_version,
+            reason=reason,
+            error=error,
+            last_rotated=state.rotated_at,
+        )

@@ -1,0 +1,54 @@
+"""Renderers of a run's record: the HTML audit report, the `--json` record and the CSV."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rotate.models import RunRecord
+from rotate.report._files import report_stem
+from rotate.report.csv_report import write_csv
+from rotate.report.html_report import render_html, write_html
+from rotate.report.json_report import json_record, write_json
+
+__all__ = [
+    "ReportPaths",
+    "json_record",
+    "render_html",
+    "report_paths",
+    "write_csv",
+    "write_html",
+    "write_json",
+    "write_reports",
+]
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where a run's three reports are."""
+
+    html: Path
+    json: Path
+    csv: Path
+
+
+def report_paths(record: RunRecord, out_dir: Path) -> ReportPaths:
+    """`<out_dir>/<mode>-<run_id>.{html,json,csv}`; raises ValueError if that leaves out_dir."""
+    stem = report_stem(record.mode, record.run_id)
+    return ReportPaths(
+        html=out_dir / f"{stem}.html", json=out_dir / f"{stem}.json", csv=out_dir / f"{stem}.csv"
+    )
+
+
+def write_reports(record: RunRecord, out_dir: Path) -> ReportPaths:
+    """Write the HTML, JSON and CSV reports of `record` into `out_dir`, creating it if needed.
+
+    Each file is replaced atomically; the HTML is written last, so the page a person opens
+    never points to a CSV or JSON that is not there yet.
+    """
+    paths = report_paths(record, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(record, paths.json)
+    write_csv(record, paths.csv)
+    write_html(record, paths.html, csv_name=paths.csv.name, json_name=paths.json.name)
+    return paths

@@ -1,0 +1,69 @@
+"""The per-item CSV of a run, safe to open in a spreadsheet."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from rotate.models import RunRecord
+from rotate.report._files import write_atomic
+
+#: the CSV header: every key of `ItemResult.as_record()`, in a fixed order for diffing runs
+COLUMNS: tuple[str, ...] = (
+    "endpoint",
+    "kind",
+    "target",
+    "protocol",
+    "port",
+    "username",
+    "domain",
+    "owner",
+    "line",
+    "status",
+    "stage",
+    "verified",
+    "vault_path",
+    "vault_version",
+    "last_rotated",
+    "duration_s",
+    "reason",
+    "error",
+)
+
+# Excel, LibreOffice and Google Sheets run a cell starting with one of these as a formula
+# (CSV injection: `=cmd|' /C calc'!A0`, `=HYPERLINK(...)` leaking data). Inventory text such as
+# a target or username reaches these cells, so such a cell gets a leading `'`, which the
+# spreadsheet shows as text. The full-width forms are included because some locales' Excel
+# converts them to their ASCII formula characters.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def neutralise(cell: str) -> str:
+    """`cell`, prefixed with `'` if a spreadsheet would otherwise treat it as a formula."""
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as in the JSON record
+    return neutralise(str(value))
+
+
+def dumps(record: RunRecord) -> str:
+    """The CSV text: a header line, then one line per item in the record's order."""
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(COLUMNS)
+    for item in record.items:
+        rec = item.as_record()
+        writer.writerow([_cell(rec[column]) for column in COLUMNS])
+    return buf.getvalue()
+
+
+def write_csv(record: RunRecord, path: Path) -> Path:
+    """Write the CSV to `path` atomically; its directory must exist. Returns `path`."""
+    write_atomic(path, dumps(record).encode("utf-8"))
+    return path

@@ -1,0 +1,333 @@
+"""Config file (TOML) + environment -> frozen settings, with every problem reported at once."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from rotate.errors import ConfigError
+from rotate.models import Secret, System
+
+DEFAULT_SYMBOLS = "!#%+-.:=?@^_~"
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    """Where the secrets live and how to log in."""
+
+    addr: str = "http://127.0.0.1:8200"
+    mount: str = "secret"
+    prefix: str = "rotate"
+    pending_prefix: str = ""  # where candidates are staged; default "<prefix>/_pending"
+    auth: str = "token"
+    token: Secret | None = field(default=None, repr=False)  # from VAULT_TOKEN or token_file only
+    token_file: str = "~/.vault-token"  # noqa: S105 - a path, not a secret
+    cacert: str | None = None
+    namespace: str | None = None
+    timeout_s: float = 10.0
+    workers: int = 8  # threads (each with its own hvac client) so Vault never serialises a run
+
+    @property
+    def pending_root(self) -> str:
+        return self.pending_prefix or f"{self.prefix}/_pending"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Bounds and retry behaviour of a run."""
+
+    concurrency: int = 64
+    per_endpoint_concurrency: int = 8
+    timeout_s: float = 10.0
+    retries: int = 3
+    backoff_s: float = 0.5  # first retry delay; doubles each retry, with jitter
+    max_backoff_s: float = 10.0
+    max_retry_after_s: float = 60.0  # a longer Retry-After is not waited for
+    max_age_days: int = 90  # default when a row gives none
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """A password policy: length, required classes, allowed symbols."""
+
+    name: str
+    length: int = 24
+    max_length: int | None = None  # the target's maximum; `length` must not exceed it
+    lower: bool = True
+    upper: bool = True
+    digits: bool = True
+    symbols: bool = True
+    symbol_set: str = DEFAULT_SYMBOLS
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    """One vendor endpoint; every [assumed] API fact is a setting here."""
+
+    name: str
+    system: System
+    url: str
+    per_endpoint_concurrency: int | None = None  # default: [run] per_endpoint_concurrency
+    timeout_s: float | None = None
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    # Remotix
+    token_env: str | None = None  # bearer token, sent when the variable is set
+    probe_path: str = "/groups"
+    near_key: str = "rxp"
+    rdp_key: str = "rdp"
+    apple_key: str = "apple"
+    vnc_key: str = "apple"  # a plain VNC server's key name is not documented
+    verify_computers: bool = True
+    # Spark View
+    gateway_password_env: str | None = None
+    gateway_password_vault: str | None = None  # "<path>#<key>" in the KV mount
+    user_param: str = "user"
+    password_param: str = "pwd"  # noqa: S105 - a parameter name
+    domain_param: str = "domain"
+    send_definition_on_update: bool = True  # resend displayName/server: update may replace
+
+    def bearer_token(self, env: Mapping[str, str]) -> Secret | None:
+        if self.token_env and env.get(self.token_env):
+            return Secret(env[self.token_env])
+        return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration of one invocation."""
+
+    vault: VaultSettings = field(default_factory=VaultSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+    policies: Mapping[str, PolicySettings] = field(
+        default_factory=lambda: {"default": PolicySettings(name="default")}
+    )
+    endpoints: Mapping[str, EndpointSettings] = field(default_factory=dict)
+    source: str = "<defaults>"
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def with_endpoint_urls(self, urls: Mapping[str, str]) -> Settings:
+        """A copy with some endpoint URLs replaced (the demo points them at simulators)."""
+        endpoints = {n: replace(e, url=urls.get(n, e.url)) for n, e in self.endpoints.items()}
+        return replace(self, endpoints=endpoints)
+
+
+_SECTIONS = {"vault", "run", "policies", "endpoints"}
+_FORBIDDEN_SECRET_KEYS = {"token", "password", "secret_id", "gateway_password"}
+
+
+def _build(
+    cls: type[Any], data: Mapping[str, Any], where: str, errors: list[str], **fixed: Any
+) -> Any:
+    """Build a settings dataclass from a TOML table, checking names and types."""
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = dict(fixed)
+    for key, value in data.items():
+        if key in _FORBIDDEN_SECRET_KEYS:
+            errors.append(
+                f"{where}.{key}: secrets never live in the config file; "
+                "use the environment (see README)"
+            )
+            continue
+        f = known.get(key)
+        if f is None or key in fixed or key in ("env", "source"):
+            errors.append(f"{where}: unknown key {key!r}")
+            continue
+        expected = f.type if isinstance(f.type, str) else str(f.type)
+        ok = _type_ok(expected, value)
+        if not ok:
+            errors.append(
+                f"{where}.{key}: expected {expected}, got {type(value).__name__} {value!r}"
+            )
+            continue
+        kwargs[key] = float(value) if expected.startswith("float") else value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:  # pragma: no cover - guarded by the checks above
+        errors.append(f"{where}: {exc}")
+        return None
+
+
+def _type_ok(expected: str, value: Any) -> bool:
+    optional = "None" in expected
+    base = expected.split("|")[0].strip()
+    if value is None:
+        return optional
+    if base == "bool":
+        return isinstance(value, bool)
+    if base == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if base == "str":
+        return isinstance(value, str)
+    if base == "System":
+        return value in {s.value for s in System}
+    return False
+
+
+def _positive(errors: list[str], where: str, **values: float | int | None) -> None:
+    for key, value in values.items():
+        if value is not None and value <= 0:
+            errors.append(f"{where}.{key}: must be greater than 0, got {value}")
+
+
+def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the config file (if any) and apply the environment; raise ConfigError listing all."""
+    env = dict(os.environ if env is None else env)
+    errors: list[str] = []
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {p} cannot be read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+
+    for key in raw:
+        if key not in _SECTIONS:
+            errors.append(f"unknown section [{key}] (known: {', '.join(sorted(_SECTIONS))})")
+
+    def table(name: str) -> dict[str, Any]:
+        value = raw.get(name, {})
+        if not isinstance(value, dict):
+            errors.append(f"[{name}] must be a table")
+            return {}
+        return value
+
+    vault_raw = table("vault")
+    vault = _build(VaultSettings, vault_raw, "vault", errors) or VaultSettings()
+    overrides: dict[str, Any] = {}
+    for var, attr in (
+        ("VAULT_ADDR", "addr"),
+        ("VAULT_CACERT", "cacert"),
+        ("VAULT_NAMESPACE", "namespace"),
+    ):
+        if env.get(var):
+            overrides[attr] = env[var]
+    token = env.get("VAULT_TOKEN")
+    if not token:
+        token_path = Path(vault.token_file).expanduser()
+        try:
+            token = token_path.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            token = None
+    if token:
+        overrides["token"] = Secret(token)
+    vault = replace(vault, **overrides)
+    if vault.auth != "token":
+        errors.append(f"vault.auth: {vault.auth!r} is not supported yet (supported: 'token')")
+    if not vault.addr.startswith(("http://", "https://")):
+        errors.append(f"vault.addr: {vault.addr!r} is not an http(s) URL")
+    for key in ("mount", "prefix", "pending_prefix"):
+        value = getattr(vault, key)
+        if key == "pending_prefix" and not value:
+            continue  # empty: the default, <prefix>/_pending
+        if not value or value.strip("/") != value or ".." in value.split("/"):
+            errors.append(
+                f"vault.{key}: {value!r} must be a non-empty path without "
+                "leading or trailing '/' or '..'"
+            )
+    if vault.pending_prefix and (vault.prefix + "/").startswith(vault.pending_prefix + "/"):
+        # candidates go to <pending_root>/<path>: every secret would lie in the pending area
+        errors.append(
+            f"vault.pending_prefix: {vault.pending_prefix!r} must be neither the prefix "
+            f"{vault.prefix!r} nor a parent of it"
+        )
+    _positive(errors, "vault", timeout_s=vault.timeout_s, workers=vault.workers)
+
+    run = _build(RunSettings, table("run"), "run", errors) or RunSettings()
+    _positive(
+        errors,
+        "run",
+        concurrency=run.concurrency,
+        per_endpoint_concurrency=run.per_endpoint_concurrency,
+        timeout_s=run.timeout_s,
+        max_age_days=run.max_age_days,
+    )
+    if run.retries < 0:
+        errors.append(f"run.retries: must be 0 or more, got {run.retries}")
+
+    policies: dict[str, PolicySettings] = {}
+    for name, data in table("policies").items():
+        if not isinstance(data, dict):
+            errors.append(f"[policies.{name}] must be a table")
+            continue
+        policy = _build(PolicySettings, data, f"policies.{name}", errors, name=name)
+        if policy is not None:
+            errors.extend(policy_problems(policy))
+            policies[name] = policy
+    policies.setdefault("default", PolicySettings(name="default"))
+
+    endpoints: dict[str, EndpointSettings] = {}
+    for name, data in table("endpoints").items():
+        where = f"endpoints.{name}"
+        if not isinstance(data, dict):
+            errors.append(f"[{where}] must be a table")
+            continue
+        for req in ("system", "url"):
+            if req not in data:
+                errors.append(f"{where}: missing required key {req!r}")
+        if "system" not in data or "url" not in data:
+            continue
+        endpoint = _build(EndpointSettings, data, where, errors, name=name)
+        if endpoint is None:
+            continue
+        # _build keeps the TOML string: make it the enum before any `is System...` test
+        endpoint = replace(endpoint, system=System(endpoint.system))
+        if not endpoint.url.startswith(("http://", "https://")):
+            errors.append(f"{where}.url: {endpoint.url!r} is not an http(s) URL")
+        if endpoint.system is System.SPARKVIEW and not (
+            endpoint.gateway_password_env or endpoint.gateway_password_vault
+        ):
+            errors.append(
+                f"{where}: a sparkview endpoint needs gateway_password_env "
+                "or gateway_password_vault"
+            )
+        if endpoint.gateway_password_vault and "#" not in endpoint.gateway_password_vault:
+            errors.append(f"{where}.gateway_password_vault: expected '<path>#<key>'")
+        _positive(
+            errors,
+            where,
+            per_endpoint_concurrency=endpoint.per_endpoint_concurrency,
+            timeout_s=endpoint.timeout_s,
+        )
+        endpoints[name] = endpoint
+
+    if errors:
+        raise ConfigError(f"config {source} rejected:\n" + "\n".join(f"  - {e}" for e in errors))
+    return Settings(
+        vault=vault, run=run, policies=policies, endpoints=endpoints, source=source, env=env
+    )
+
+
+def policy_problems(policy: PolicySettings) -> list[str]:
+    """What makes a policy unusable (an empty list when it is fine)."""
+    where = f"policies.{policy.name}"
+    problems = []
+    classes = sum((policy.lower, policy.upper, policy.digits, policy.symbols))
+    if classes == 0:
+        problems.append(f"{where}: at least one character class must be enabled")
+    if policy.length < max(classes, 4):
+        problems.append(
+            f"{where}.length: {policy.length} is too short (at least {max(classes, 4)})"
+        )
+    if policy.max_length is not None and policy.length > policy.max_length:
+        problems.append(f"{where}.length: {policy.length} exceeds max_length {policy.max_length}")
+    if policy.symbols and not policy.symbol_set:
+        problems.append(f"{where}.symbol_set: empty while symbols are required")
+    if any(c.isspace() or not c.isprintable() or c.isalnum() for c in policy.symbol_set):
+        problems.append(
+            f"{where}.symbol_set: only printable non-alphanumeric, non-space characters are allowed"
+        )
+    return problems

@@ -1,0 +1,348 @@
+"""Serve several simulators on loopback ports, in the caller's loop or a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from aiohttp import web
+
+from rotate.models import System
+from rotate.settings import EndpointSettings
+from rotate.sim.base import Simulator
+from rotate.sim.faults import Faults
+from rotate.sim.remotix import RemotixSimulator, RemotixState
+from rotate.sim.sparkview import SparkViewSimulator, SparkViewState
+
+LOOPBACK = "127.0.0.1"
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class _Running:
+    system: System
+    simulator: Simulator
+    runner: web.AppRunner
+    url: str
+
+
+def _listen(port: int) -> socket.socket:
+    """A TCP socket bound to loopback (port 0: any free port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((LOOPBACK, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def endpoint_settings(endpoint: EndpointSettings) -> dict[str, Any]:
+    """The simulator settings that mirror an endpoint's [assumed] API settings."""
+    if endpoint.system is System.REMOTIX:
+        return {
+            "near_key": endpoint.near_key,
+            "rdp_key": endpoint.rdp_key,
+            "apple_key": endpoint.apple_key,
+            "vnc_key": endpoint.vnc_key,
+        }
+    return {
+        "user_param": endpoint.user_param,
+        "password_param": endpoint.password_param,
+        "domain_param": endpoint.domain_param,
+    }
+
+
+class AsyncSimulatorHost:
+    """Simulators served from the running event loop; every method runs on that loop."""
+
+    def __init__(self, *, shutdown_timeout: float = 0.5) -> None:
+        self._shutdown_timeout = shutdown_timeout
+        self._running: dict[str, _Running] = {}
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Base URL (`http://127.0.0.1:<port>`) of each simulator, by name."""
+        return {name: r.url for name, r in self._running.items()}
+
+    async def add_remotix(
+        self,
+        name: str,
+        state: RemotixState,
+        faults: Faults | None = None,
+        token: str | None = None,
+        *,
+        port: int = 0,
+        **settings: Any,
+    ) -> str:
+        """Start a Remotix simulator (settings: see RemotixSimulator); return its URL."""
+        sim = RemotixSimulator(state, faults, token=token, **settings)
+        return await self._start(name, System.REMOTIX, sim, port)
+
+    async def add_sparkview(
+        self,
+        name: str,
+        state: SparkViewState,
+        gateway_password: str,
+        faults: Faults | None = None,
+        *,
+        port: int = 0,
+        **settings: Any,
+    ) -> str:
+        """Start a Spark View simulator (settings: see SparkViewSimulator); return its URL."""
+        sim = SparkViewSimulator(state, gateway_password, faults, **settings)
+        return await self._start(name, System.SPARKVIEW, sim, port)
+
+    async def add_endpoint(
+        self,
+        endpoint: EndpointSettings,
+        state: RemotixState | SparkViewState,
+        faults: Faults | None = None,
+        *,
+        token: str | None = None,
+        gateway_password: str | None = None,
+        port: int = 0,
+    ) -> str:
+        """Start the simulator an endpoint's settings describe, under the endpoint's name."""
+        settings = endpoint_settings(endpoint)
+        if isinstance(state, RemotixState) and endpoint.system is System.REMOTIX:
+            return await self.add_remotix(
+                endpoint.name, state, faults, token, port=port, **settings
+            )
+        if isinstance(state, SparkViewState) and endpoint.system is System.SPARKVIEW:
+            if gateway_password is None:
+                raise ValueError(f"endpoint {endpoint.name!r}: a gateway password is needed")
+            return await self.add_sparkview(
+                endpoint.name, state, gateway_password, faults, port=port, **settings
+            )
+        raise TypeError(f"endpoint {endpoint.name!r}: state does not match {endpoint.system}")
+
+    async def _start(self, name: str, system: System, sim: Simulator, port: int) -> str:
+        if name in self._running:
+            raise ValueError(f"a simulator named {name!r} is already running")
+        # no access log: Spark View URLs carry passwords in their query strings
+        runner = web.AppRunner(sim.app(), access_log=None, shutdown_timeout=self._shutdown_timeout)
+        await runner.setup()
+        sock: socket.socket | None = None
+        try:
+            sock = _listen(port)
+            await web.SockSite(runner, sock, backlog=1024).start()
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            await runner.cleanup()
+            raise
+        url = f"http://{LOOPBACK}:{sock.getsockname()[1]}"
+        self._running[name] = _Running(system, sim, runner, url)
+        return url
+
+    def simulator(self, name: str) -> Simulator:
+        """The running simulator called `name`."""
+        return self._running[name].simulator
+
+    def state(self, name: str) -> RemotixState | SparkViewState:
+        """The state a simulator serves (live: the same object, not a copy)."""
+        state = self._running[name].simulator.state
+        assert isinstance(state, RemotixState | SparkViewState)
+        return state
+
+    def system(self, name: str) -> System:
+        """Which vendor API a simulator speaks."""
+        return self._running[name].system
+
+    def set_faults(self, name: str, faults: Faults) -> None:
+        """Replace a simulator's fault settings; later requests see them."""
+        self._running[name].simulator.faults = faults
+
+    async def close(self) -> None:
+        """Stop every simulator (hung handlers are cancelled after the shutdown timeout)."""
+        running, self._running = self._running, {}
+        await asyncio.gather(*(r.runner.cleanup() for r in running.values()))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class SimulatorHost:
+    """Simulators served by one background thread running its own event loop.
+
+    Its methods are called from any other thread; they wait until the loop has done the
+    work. States are mutated on the loop only; reading them from another thread is fine
+    for tests (plain dicts and ints).
+    """
+
+    def __init__(self, *, shutdown_timeout: float = 0.5) -> None:
+        self._host = AsyncSimulatorHost(shutdown_timeout=shutdown_timeout)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="rotate-sim")
+        self._thread.daemon = True
+        self._thread.start()
+        self._closed = False
+
+    def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("the simulator host is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Base URL of each simulator, by name."""
+        return self._host.urls
+
+    def add_remotix(
+        self,
+        name: str,
+        state: RemotixState,
+        faults: Faults | None = None,
+        token: str | None = None,
+        *,
+        port: int = 0,
+        **settings: Any,
+    ) -> str:
+        """Start a Remotix simulator (settings: see RemotixSimulator); return its URL."""
+        return self._call(self._host.add_remotix(name, state, faults, token, port=port, **settings))
+
+    def add_sparkview(
+        self,
+        name: str,
+        state: SparkViewState,
+        gateway_password: str,
+        faults: Faults | None = None,
+        *,
+        port: int = 0,
+        **settings: Any,
+    ) -> str:
+        """Start a Spark View simulator (settings: see SparkViewSimulator); return its URL."""
+        return self._call(
+            self._host.add_sparkview(name, state, gateway_password, faults, port=port, **settings)
+        )
+
+    def add_endpoint(
+        self,
+        endpoint: EndpointSettings,
+        state: RemotixState | SparkViewState,
+        faults: Faults | None = None,
+        *,
+        token: str | None = None,
+        gateway_password: str | None = None,
+        port: int = 0,
+    ) -> str:
+        """Start the simulator an endpoint's settings describe, under the endpoint's name."""
+        return self._call(
+            self._host.add_endpoint(
+                endpoint,
+                state,
+                faults,
+                token=token,
+                gateway_password=gateway_password,
+                port=port,
+            )
+        )
+
+    def simulator(self, name: str) -> Simulator:
+        """The running simulator called `name`."""
+        return self._host.simulator(name)
+
+    def state(self, name: str) -> RemotixState | SparkViewState:
+        """The live state a simulator serves."""
+        return self._host.state(name)
+
+    def remotix_state(self, name: str) -> RemotixState:
+        """The live state of a Remotix simulator."""
+        state = self.state(name)
+        assert isinstance(state, RemotixState)
+        return state
+
+    def sparkview_state(self, name: str) -> SparkViewState:
+        """The live state of a Spark View simulator."""
+        state = self.state(name)
+        assert isinstance(state, SparkViewState)
+        return state
+
+    def set_faults(self, name: str, faults: Faults) -> None:
+        """Replace a simulator's fault settings before the next request it answers."""
+
+        async def apply() -> None:
+            self._host.set_faults(name, faults)
+
+        self._call(apply())
+
+    def reset_counters(self, name: str) -> None:
+        """Zero a simulator's request and write counters."""
+
+        async def apply() -> None:
+            self._host.state(name).reset_counters()
+
+        self._call(apply())
+
+    def close(self) -> None:
+        """Stop every simulator and the thread; safe to call twice."""
+        if self._closed:
+            return
+        try:
+            self._call(self._host.close())
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def run_forever(host: SimulatorHost) -> None:
+    """Block the main thread until SIGINT or SIGTERM, then close `host`."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        host.close()
+
+
+async def serve_until_signalled(host: AsyncSimulatorHost) -> None:
+    """Serve from the running loop until SIGINT or SIGTERM, then close `host`."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    for sig in sigs:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in sigs:
+            loop.remove_signal_handler(sig)
+        await host.close()

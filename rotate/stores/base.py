@@ -1,0 +1,59 @@
+"""The SecretStore protocol: the small interface the pipeline needs from Vault.
+
+The layout it implements keeps the no-lost-credential invariants of DESIGN.md:
+- the *current* secret of a row lives at `<mount>/<path>`; each promotion is a new KV v2
+  version (so the previous password stays readable), and `custom_metadata` records
+  `rotated_at` and `run_id` (never a secret);
+- a *pending* candidate lives apart, at `<mount>/<pending_root>/<path>`, written before any
+  target sees it and deleted (all versions) once promoted or definitely rejected.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from rotate.models import Credential, SecretState
+
+
+class SecretStore(Protocol):
+    """What the pipeline asks of a secret store. Calls are blocking; run them in threads."""
+
+    def check(self) -> str:
+        """Fail with StoreUnavailable unless the store is usable; return who we are."""
+        ...
+
+    def read_state(self, path: str) -> SecretState:
+        """Current version, last rotation and pending candidate (if any) of one secret."""
+        ...
+
+    def read_current(self, path: str) -> Credential | None:
+        """The current credential, or None when there is none."""
+        ...
+
+    def stage(self, path: str, credential: Credential, run_id: str) -> None:
+        """Store a new pending candidate; PendingConflict if one is already there."""
+        ...
+
+    def promote(
+        self,
+        path: str,
+        credential: Credential,
+        expected_version: int | None,
+        run_id: str,
+        rotated_at: datetime,
+    ) -> int:
+        """Write the accepted credential as the new current version; return that version."""
+        ...
+
+    def discard(self, path: str) -> None:
+        """Delete the pending candidate (all its versions); a no-op when there is none."""
+        ...
+
+    def read_field(self, path: str, key: str) -> str:
+        """One field of a secret (a gateway password, say); StoreError if missing."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,33 @@
+"""The Target protocol: what the pipeline asks of one vendor endpoint."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rotate.models import Credential, Row, Secret
+
+
+class Target(Protocol):
+    """One vendor endpoint. Every write is an idempotent overwrite with the given value."""
+
+    name: str
+
+    async def probe(self) -> str:
+        """Check the endpoint answers and accepts our credentials; EndpointUnavailable if not."""
+        ...
+
+    def verifiable(self, row: Row) -> bool:
+        """Whether the API can read this row's stored password back."""
+        ...
+
+    async def push(self, row: Row, credential: Credential) -> None:
+        """Store the credential on the target; Rejected, OutcomeUnknown or TargetError if not."""
+        ...
+
+    async def read_back(self, row: Row) -> Secret | None:
+        """The password the target now holds, or None when its answer has none."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...

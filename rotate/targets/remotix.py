@@ -1,0 +1,96 @@
+"""Remotix HTTP API: address-book connections (write-only) and cloud computers (readable)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from rotate.errors import EndpointUnavailable, TargetError
+from rotate.models import Credential, Kind, Row, Secret
+from rotate.settings import EndpointSettings
+from rotate.targets.http import Endpoint
+
+
+def _seg(value: str) -> str:
+    """One path segment, percent-encoded (ids come from a CSV file)."""
+    return quote(value, safe="")
+
+
+class RemotixTarget:
+    """PUT /connection/<uid>/credentials; PUT and GET /computer/<id>/<TYPE>[_<port>]."""
+
+    def __init__(self, settings: EndpointSettings, http: Endpoint) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.http = http
+
+    def _key(self, protocol: str) -> str:
+        s = self.settings
+        keys = {"NEAR": s.near_key, "RDP": s.rdp_key, "APPLE": s.apple_key, "VNC": s.vnc_key}
+        return keys[protocol]
+
+    def _body(self, row: Row, credential: Credential) -> dict[str, str]:
+        key = self._key(row.protocol)
+        body = {
+            f"{key}.username": credential.username,
+            f"{key}.password": credential.password.reveal(),
+        }
+        if row.protocol == "RDP" and credential.domain:
+            body[f"{key}.domain"] = credential.domain
+        return body
+
+    def _computer_path(self, row: Row) -> str:
+        return f"/computer/{_seg(row.target)}/{row.protocol_suffix}"
+
+    async def probe(self) -> str:
+        try:
+            response = await self.http.request(
+                "GET", self.settings.probe_path, what=f"GET {self.settings.probe_path}"
+            )
+            groups = response.json()
+        except TargetError as exc:
+            raise EndpointUnavailable(f"probe failed: {exc}") from None
+        except ValueError:
+            raise EndpointUnavailable("probe failed: the answer is not JSON") from None
+        if not isinstance(groups, list):
+            raise EndpointUnavailable("probe failed: unexpected answer shape")
+        return f"Remotix API answers ({len(groups)} group(s))"
+
+    def verifiable(self, row: Row) -> bool:
+        return row.kind is Kind.COMPUTER and self.settings.verify_computers
+
+    async def push(self, row: Row, credential: Credential) -> None:
+        body = self._body(row, credential)
+        if row.kind is Kind.CONNECTION:
+            await self.http.request(
+                "PUT",
+                f"/connection/{_seg(row.target)}/credentials",
+                json=body,
+                write=True,
+                what="PUT /connection/<uid>/credentials",
+                secrets=(credential.password,),
+            )
+        else:
+            await self.http.request(
+                "PUT",
+                self._computer_path(row),
+                json=body,
+                write=True,
+                what=f"PUT /computer/<id>/{row.protocol_suffix}",
+                secrets=(credential.password,),
+            )
+
+    async def read_back(self, row: Row) -> Secret | None:
+        response = await self.http.request(
+            "GET",
+            f"{self._computer_path(row)}/credentials",
+            what=f"GET /computer/<id>/{row.protocol_suffix}/credentials",
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            return None
+        value = body.get(f"{self._key(row.protocol)}.password") if isinstance(body, dict) else None
+        return Secret(value) if isinstance(value, str) else None
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

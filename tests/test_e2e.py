@@ -1,0 +1,359 @@
+"""The CLI end to end: a real OpenBao, the simulators over loopback HTTP, the demo inventory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hvac
+import pytest
+
+from rotate.cli import main
+from rotate.demo import convergence, sim_password
+from rotate.devvault import DevVault
+from rotate.inventory import load_inventory
+from rotate.models import Row
+from rotate.settings import Settings, VaultSettings, load_settings
+from rotate.sim.faults import Faults
+from rotate.sim.host import SimulatorHost
+from rotate.sim.remotix import RemotixState
+from rotate.sim.seed import seed_states
+from rotate.sim.sparkview import SparkViewState
+from rotate.stores.vault import VaultStore
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_CSV = ROOT / "inventories" / "demo.csv"
+DEMO_TOML = ROOT / "inventories" / "demo.toml"
+GATEWAYS = {"GW1_PASSWORD": "gw1-Secret-pass", "GW2_PASSWORD": "gw2-Secret-pass"}
+
+
+@dataclass
+class World:
+    """A scene: config file on the simulators, env for the CLI, the rows and their states."""
+
+    config: Path
+    inventory: Path
+    settings: Settings
+    rows: list[Row]
+    states: dict[str, RemotixState | SparkViewState]
+    host: SimulatorHost
+    store: VaultStore
+    token: str = field(repr=False)
+    out: Path
+
+
+def write_config(
+    path: Path, vault: VaultSettings, urls: dict[str, str], replace: dict[str, str] | None = None
+) -> Path:
+    text = DEMO_TOML.read_text()
+    # Point the demo config at this test's Vault prefix and simulators.
+    text = text.replace('prefix = "rotate"', f'prefix = "{vault.prefix}"')
+    for name, url in urls.items():
+        marker = f"[endpoints.{name}]\n"
+        head, tail = text.split(marker)
+        first, rest = tail.split("\n", 2)[:2], tail.split("\n", 2)[2]
+        lines = [ln if not ln.startswith("url =") else f'url = "{url}"' for ln in first]
+        text = head + marker + "\n".join(lines) + "\n" + rest
+    for old, new in (replace or {}).items():
+        assert old in text
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path,
+    openbao: DevVault,
+    vault_settings: VaultSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    sim_host: SimulatorHost,
+) -> Iterator[World]:
+    monkeypatch.setenv("VAULT_ADDR", openbao.addr)
+    monkeypatch.setenv("VAULT_TOKEN", openbao.token.reveal())
+    monkeypatch.delenv("ROTATE_CONFIG", raising=False)
+    for k, v in GATEWAYS.items():
+        monkeypatch.setenv(k, v)
+    # The URLs are placeholders until the simulators have ports.
+    settings = load_settings(DEMO_TOML, env={**os.environ})
+    rows = load_inventory(DEMO_CSV, settings)
+    states = seed_states(rows, settings.endpoints, rng_seed=7)
+    urls = {}
+    for name, state in states.items():
+        endpoint = settings.endpoints[name]
+        gw = GATEWAYS.get(endpoint.gateway_password_env or "")
+        urls[name] = sim_host.add_endpoint(endpoint, state, gateway_password=gw)
+    config = write_config(tmp_path / "rotate.toml", vault_settings, urls)
+    settings = load_settings(config)
+    # Explicit vault paths get this test's prefix too, so tests never share a secret.
+    inventory = tmp_path / "inventory.csv"
+    inventory.write_text(DEMO_CSV.read_text().replace(",rotate/", f",{vault_settings.prefix}/"))
+    rows = load_inventory(inventory, settings)
+    store = VaultStore(vault_settings)
+    yield World(
+        config,
+        inventory,
+        settings,
+        rows,
+        states,
+        sim_host,
+        store,
+        openbao.token.reveal(),
+        tmp_path / "reports",
+    )
+    store.close()
+
+
+def cli(world: World, *args: str) -> int:
+    return main(
+        [
+            args[0],
+            str(world.inventory),
+            "--config",
+            str(world.config),
+            "--out-dir",
+            str(world.out),
+            *args[1:],
+        ]
+    )
+
+
+def snapshot(world: World, client: hvac.Client) -> dict[str, Any]:
+    """Everything a run could change: Vault's secrets (current and pending) and target state."""
+    vault = {}
+    for row in world.rows:
+        for path in (row.vault_path, f"{world.settings.vault.pending_root}/{row.vault_path}"):
+            try:
+                meta = client.secrets.kv.v2.read_secret_metadata(path=path, mount_point="secret")
+                vault[path] = meta["data"]["current_version"], meta["data"]["updated_time"]
+            except hvac.exceptions.InvalidPath:
+                vault[path] = None
+    targets = {row.label: sim_password(world.states[row.endpoint], row) for row in world.rows}
+    return {"vault": vault, "targets": targets}
+
+
+def all_secrets(world: World) -> list[str]:
+    """Every secret that must never reach an output."""
+    values = [world.token, *GATEWAYS.values()]
+    values += [
+        hashlib.md5(v.encode(), usedforsecurity=False).hexdigest() for v in GATEWAYS.values()
+    ]
+    for row in world.rows:
+        held = sim_password(world.states[row.endpoint], row)
+        if held:
+            values.append(held)
+        current = world.store.read_current(row.vault_path)
+        if current is not None:
+            values.append(current.password.reveal())
+    return values
+
+
+def outputs(world: World, captured: pytest.CaptureResult[str]) -> str:
+    text = captured.out + captured.err
+    for f in world.out.glob("*"):
+        text += f.read_text()
+    return text
+
+
+def test_run_rotates_every_row_and_converges(
+    world: World, openbao_client: hvac.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    initial = {row.label: sim_password(world.states[row.endpoint], row) for row in world.rows}
+    json_path = world.out / "record.json"
+    world.out.mkdir()
+    assert cli(world, "run", "--json", str(json_path)) == 0
+    captured = capsys.readouterr()
+    record = json.loads(json_path.read_text())
+    assert record["mode"] == "run"
+    assert record["dry_run"] is False
+    assert record["summary"]["total"] == len(world.rows) >= 30
+    assert record["summary"]["rotated"] == len(world.rows)
+    assert {i["status"] for i in record["items"]} == {"rotated"}
+    # Readable targets were verified; address-book connections are pushed only.
+    for item in record["items"]:
+        assert item["verified"] is (item["kind"] != "connection")
+        assert item["vault_version"] == 1
+    # Every target now holds Vault's current password, a new one, and nothing is pending.
+    assert convergence(world.rows, world.states, world.store) == []
+    for row in world.rows:
+        assert sim_password(world.states[row.endpoint], row) != initial[row.label]
+    # Rotation time and run id are in custom_metadata, and no secret is.
+    meta = openbao_client.secrets.kv.v2.read_secret_metadata(
+        path=world.rows[0].vault_path, mount_point="secret"
+    )["data"]["custom_metadata"]
+    assert meta["run_id"] == record["run_id"]
+    assert "rotated_at" in meta
+    text = outputs(world, captured) + json.dumps(meta)
+    assert "report:" in captured.out
+    for secret in all_secrets(world):
+        assert secret not in text
+    # No forbidden call (a delete of a computer, connection or server) was ever sent.
+    for name in world.states:
+        assert world.host.simulator(name).counters.forbidden_calls == []
+
+
+def test_second_rotation_keeps_previous_version_readable(
+    world: World, openbao_client: hvac.Client
+) -> None:
+    assert cli(world, "run") == 0
+    row = world.rows[0]
+    first = world.store.read_current(row.vault_path)
+    assert cli(world, "run", "--force") == 0
+    second = world.store.read_current(row.vault_path)
+    assert first is not None
+    assert second is not None
+    assert first.password != second.password
+    v1 = openbao_client.secrets.kv.v2.read_secret_version(
+        path=row.vault_path, version=1, mount_point="secret", raise_on_deleted_version=True
+    )
+    assert v1["data"]["data"]["password"] == first.password.reveal()
+    assert sim_password(world.states[row.endpoint], row) == second.password.reveal()
+
+
+def test_plan_changes_nothing(
+    world: World, openbao_client: hvac.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Half rotated, so the plan sees both due and not-due rows.
+    half = world.out.parent / "half.csv"
+    lines = world.inventory.read_text().splitlines()
+    half.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    assert main(["run", str(half), "--config", str(world.config), "--out-dir", str(world.out)]) == 0
+    before = snapshot(world, openbao_client)
+    for name in world.states:
+        world.host.reset_counters(name)
+    json_path = world.out / "plan.json"
+    assert cli(world, "plan", "--json", str(json_path)) == 0
+    assert snapshot(world, openbao_client) == before
+    assert sum(world.host.simulator(n).counters.writes for n in world.states) == 0
+    record = json.loads(json_path.read_text())
+    statuses = {i["status"] for i in record["items"]}
+    assert statuses == {"due", "not_due"}
+    assert record["dry_run"] is True
+    assert "plan" in capsys.readouterr().out
+
+
+def test_bad_inventory_exit_2_names_every_problem_changes_nothing(
+    world: World, openbao_client: hvac.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = world.out.parent / "bad.csv"
+    lines = world.inventory.read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[:3] == ["endpoint", "kind", "target"]
+    lines[1] = "nowhere," + lines[1].split(",", 1)[1]  # unknown endpoint, line 2
+    lines[3] = lines[3].replace(",connection,", ",gadget,", 1)  # unknown kind, line 4
+    bad.write_text("\n".join(lines) + "\n")
+    before = snapshot(world, openbao_client)
+    code = main(["run", str(bad), "--config", str(world.config), "--out-dir", str(world.out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "row 2" in err
+    assert "'endpoint'" in err
+    assert "row 4" in err
+    assert "'kind'" in err
+    assert snapshot(world, openbao_client) == before
+    assert sum(world.host.simulator(n).counters.requests for n in world.states) == 0
+    assert not world.out.exists()
+
+
+def test_per_endpoint_concurrency_limit_holds(world: World, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "limited.toml",
+        world.settings.vault,
+        dict(world.host.urls),
+        {"per_endpoint_concurrency = 8": "per_endpoint_concurrency = 3"},
+    )
+    for name in world.states:
+        world.host.set_faults(name, Faults(latency_ms=40))
+        world.host.reset_counters(name)
+    code = main(["run", str(world.inventory), "--config", str(config), "--out-dir", str(world.out)])
+    assert code == 0
+    peaks = {n: world.host.simulator(n).counters.max_in_flight for n in world.states}
+    assert max(peaks.values()) == 3, peaks
+
+
+def test_wrong_gateway_password_endpoint_not_attempted(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GW1_PASSWORD", "wrong-gateway-pass")
+    json_path = world.out.parent / "r.json"
+    assert cli(world, "run", "--json", str(json_path)) == 1
+    record = json.loads(json_path.read_text())
+    gw1 = [i for i in record["items"] if i["endpoint"] == "gw1"]
+    assert gw1
+    assert {i["status"] for i in gw1} == {"not_attempted"}
+    assert "gateway password" in gw1[0]["error"]
+    others = [i for i in record["items"] if i["endpoint"] != "gw1"]
+    assert {i["status"] for i in others} == {"rotated"}
+    assert world.host.simulator("gw1").counters.writes == 0
+    for row in world.rows:
+        if row.endpoint == "gw1":
+            assert world.store.read_state(row.vault_path).current_version is None
+            assert world.store.read_state(row.vault_path).pending is None
+    wrong_md5 = hashlib.md5(b"wrong-gateway-pass", usedforsecurity=False).hexdigest()
+    text = outputs(world, capsys.readouterr()) + json_path.read_text()
+    assert "wrong-gateway-pass" not in text
+    assert wrong_md5 not in text
+
+
+def test_vault_unreachable_at_start_exit_3_nothing_touched(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("VAULT_ADDR", f"http://127.0.0.1:{port}")
+    assert cli(world, "run") == 3
+    err = capsys.readouterr().err
+    assert "unreachable" in err
+    assert world.token not in err
+    assert sum(world.host.simulator(n).counters.requests for n in world.states) == 0
+
+
+def test_report_after_run_is_compliant(world: World) -> None:
+    json_path = world.out.parent / "c.json"
+    assert cli(world, "report", "--json", str(json_path)) == 0
+    before = json.loads(json_path.read_text())
+    assert {i["status"] for i in before["items"]} == {"never_rotated"}
+    assert cli(world, "run") == 0
+    assert cli(world, "report", "--json", str(json_path)) == 0
+    after = json.loads(json_path.read_text())
+    assert after["mode"] == "report"
+    assert {i["status"] for i in after["items"]} == {"compliant"}
+    assert all(i["last_rotated"] for i in after["items"])
+
+
+def test_make_demo_equivalent_subprocess(tmp_path: Path) -> None:
+    """`rotate demo` as a user runs it: exit 0, reports listed, every row rotated, no server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rotate", "demo", "--out-dir", str(tmp_path / "reports")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "every target holds the password Vault has as current" in proc.stdout
+    runs = list((tmp_path / "reports").glob("run-*.json"))
+    assert len(runs) == 1
+    record = json.loads(runs[0].read_text())
+    rows = DEMO_CSV.read_text().strip().splitlines()[1:]
+    assert record["summary"]["rotated"] == len(rows)
+    assert f"report: {tmp_path / 'reports'}" in proc.stdout.replace("  report:", "report:")
+    for mode in ("plan", "run", "report"):
+        assert len(list((tmp_path / "reports").glob(f"{mode}-*.html"))) == 1
+    # The OpenBao it started is gone: its port refuses connections.
+    line = next(ln for ln in proc.stdout.splitlines() if "OpenBao dev server at" in ln)
+    port = int(line.split("http://127.0.0.1:")[1].split(";")[0])
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+        s.connect(("127.0.0.1", port))

@@ -1,0 +1,306 @@
+"""The runbook against an in-memory store and fake targets: order, outcomes, invariants."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rotate.errors import EndpointUnavailable, OutcomeUnknown, Rejected, TargetError
+from rotate.models import Credential, Kind, Row, Secret, Stage, Status, System
+from rotate.pipeline import Options, Runbook
+from rotate.settings import EndpointSettings, PolicySettings, RunSettings, Settings
+from rotate.stores.memory import MemoryStore
+
+
+class FakeTarget:
+    """Holds passwords in a dict; per-target behaviour injected by the test."""
+
+    def __init__(
+        self, name: str, store: MemoryStore, *, probe_ok: bool = True, verifiable: bool = True
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.probe_ok = probe_ok
+        self._verifiable = verifiable
+        self.held: dict[str, str] = {}
+        self.behaviour: dict[str, str] = {}
+        self.pushes = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.pending_at_push: list[bool] = []
+
+    async def probe(self) -> str:
+        if not self.probe_ok:
+            raise EndpointUnavailable("probe failed: HTTP 503")
+        return "ok"
+
+    def verifiable(self, row: Row) -> bool:
+        return self._verifiable
+
+    async def push(self, row: Row, credential: Credential) -> None:
+        self.pushes += 1
+        # Invariant 1: the candidate is in Vault before the target sees it.
+        self.pending_at_push.append(row.vault_path in self.store.pending_paths())
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.005)
+            how = self.behaviour.get(row.target, "ok")
+            if how == "reject":
+                raise Rejected("HTTP 400: password too long")
+            if how == "unreachable":
+                raise TargetError("failed after 3 attempt(s): ConnectError")
+            if how == "unknown":
+                self.held[row.target] = credential.password.reveal()
+                raise OutcomeUnknown("outcome unknown after 3 attempt(s): ReadTimeout")
+            self.held[row.target] = credential.password.reveal()
+            if how == "mismatch":
+                self.held[row.target] = "something-else"
+        finally:
+            self.in_flight -= 1
+
+    async def read_back(self, row: Row) -> Secret | None:
+        value = self.held.get(row.target)
+        return Secret(value) if value is not None else None
+
+    async def aclose(self) -> None:
+        pass
+
+
+def make_rows(n: int, endpoint: str = "ep1") -> list[Row]:
+    return [
+        Row(
+            line=i + 2,
+            endpoint=endpoint,
+            kind=Kind.COMPUTER,
+            target=f"t{i}",
+            username="admin",
+            protocol="RDP",
+            vault_path=f"rotate/{endpoint}/computer/t{i}/RDP",
+        )
+        for i in range(n)
+    ]
+
+
+def settings(concurrency: int = 64) -> Settings:
+    return Settings(
+        run=RunSettings(concurrency=concurrency, max_age_days=30),
+        policies={"default": PolicySettings(name="default", length=20)},
+        endpoints={
+            "ep1": EndpointSettings(name="ep1", system=System.REMOTIX, url="http://127.0.0.1:1"),
+            "ep2": EndpointSettings(name="ep2", system=System.REMOTIX, url="http://127.0.0.1:2"),
+        },
+    )
+
+
+def runbook(
+    store: MemoryStore, targets: dict[str, FakeTarget], concurrency: int = 64, force: bool = False
+) -> Runbook:
+    return Runbook(
+        settings(concurrency),
+        store,
+        targets,  # type: ignore[arg-type]
+        Options(run_id="r1", mode="run", force=force),
+    )
+
+
+async def test_rotation_stages_before_push_then_promotes() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(5)
+    out = await runbook(store, {"ep1": target}).run(rows)
+    assert [i.status for i in out.items] == [Status.ROTATED] * 5
+    assert all(target.pending_at_push)
+    assert store.pending_paths() == []
+    for row, item in zip(rows, out.items, strict=True):
+        assert item.verified is True
+        assert item.stage is Stage.PROMOTED
+        assert item.vault_version == 1
+        (current,) = store.versions(row.vault_path)
+        assert current.password.reveal() == target.held[row.target]
+        assert store.metadata(row.vault_path)["run_id"] == "r1"
+
+
+async def test_second_rotation_keeps_previous_version() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(1)
+    await runbook(store, {"ep1": target}).run(rows)
+    out = await runbook(store, {"ep1": target}, force=True).run(rows)
+    assert out.items[0].vault_version == 2
+    first, second = store.versions(rows[0].vault_path)
+    assert first.password != second.password
+    assert second.password.reveal() == target.held["t0"]
+
+
+async def test_not_due_rows_are_skipped() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(2)
+    await runbook(store, {"ep1": target}).run(rows)
+    pushes = target.pushes
+    out = await runbook(store, {"ep1": target}).run(rows)
+    assert [i.status for i in out.items] == [Status.SKIPPED, Status.SKIPPED]
+    assert "within max 30 d" in out.items[0].reason
+    assert target.pushes == pushes
+
+
+async def test_rejection_discards_candidate_and_keeps_current() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(2)
+    await runbook(store, {"ep1": target}).run(rows)
+    before = store.versions(rows[0].vault_path)
+    target.behaviour["t0"] = "reject"
+    out = await runbook(store, {"ep1": target}, force=True).run(rows)
+    assert out.items[0].status is Status.FAILED
+    assert "candidate discarded" in out.items[0].error
+    assert out.items[1].status is Status.ROTATED  # a neighbour's failure cancels nothing
+    assert store.versions(rows[0].vault_path) == before
+    assert store.pending_paths() == []
+    assert target.held["t0"] == before[-1].password.reveal()
+
+
+async def test_unknown_outcome_is_in_doubt_and_candidate_kept_then_resumed() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(1)
+    target.behaviour["t0"] = "unknown"
+    out = await runbook(store, {"ep1": target}).run(rows)
+    assert out.items[0].status is Status.IN_DOUBT
+    assert store.pending_paths() == [rows[0].vault_path]
+    # Invariant 1: what the target may hold is readable from Vault.
+    pending = store.read_state(rows[0].vault_path).pending
+    assert pending is not None
+    assert pending.credential.password.reveal() == target.held["t0"]
+    # The next run re-sends the same candidate, verifies and promotes it.
+    target.behaviour.clear()
+    out = await runbook(store, {"ep1": target}).run(rows)
+    assert out.items[0].status is Status.ROTATED
+    assert "unfinished rotation" in out.items[0].reason
+    (current,) = store.versions(rows[0].vault_path)
+    assert current.password == pending.credential.password
+    assert store.pending_paths() == []
+
+
+async def test_unreachable_target_on_resume_keeps_candidate() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(1)
+    target.behaviour["t0"] = "unknown"
+    await runbook(store, {"ep1": target}).run(rows)
+    target.behaviour["t0"] = "unreachable"
+    out = await runbook(store, {"ep1": target}).run(rows)
+    assert out.items[0].status is Status.FAILED
+    assert store.pending_paths() == [rows[0].vault_path]
+
+
+async def test_read_back_mismatch_is_in_doubt() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(1)
+    target.behaviour["t0"] = "mismatch"
+    out = await runbook(store, {"ep1": target}).run(rows)
+    assert out.items[0].status is Status.IN_DOUBT
+    assert store.versions(rows[0].vault_path) == []
+
+
+async def test_write_only_target_is_pushed_not_verified() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store, verifiable=False)
+    out = await runbook(store, {"ep1": target}).run(make_rows(1))
+    assert out.items[0].status is Status.ROTATED
+    assert out.items[0].verified is False
+
+
+async def test_failed_probe_means_no_writes_and_not_attempted() -> None:
+    store = MemoryStore()
+    good = FakeTarget("ep1", store)
+    bad = FakeTarget("ep2", store, probe_ok=False)
+    rows = make_rows(2) + make_rows(2, "ep2")
+    out = await runbook(store, {"ep1": good, "ep2": bad}).run(rows)
+    assert [i.status for i in out.items] == [Status.ROTATED] * 2 + [Status.NOT_ATTEMPTED] * 2
+    assert bad.pushes == 0
+    assert "HTTP 503" in out.items[2].error
+    assert {p.endpoint: p.ok for p in out.probes} == {"ep1": True, "ep2": False}
+    assert store.pending_paths() == []
+
+
+async def test_stage_failure_leaves_target_untouched() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    store.fail_next("stage", times=1)
+    out = await runbook(store, {"ep1": target}, concurrency=1).run(make_rows(2))
+    assert out.items[0].status is Status.FAILED
+    assert "target untouched" in out.items[0].error
+    assert out.items[1].status is Status.ROTATED
+    assert target.pushes == 1
+
+
+async def test_promote_failure_is_in_doubt_and_keeps_candidate() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(1)
+    store.fail_next("promote", times=1)
+    out = await runbook(store, {"ep1": target}).run(rows)
+    assert out.items[0].status is Status.IN_DOUBT
+    pending = store.read_state(rows[0].vault_path).pending
+    assert pending is not None
+    assert pending.credential.password.reveal() == target.held["t0"]
+
+
+async def test_global_concurrency_bound_holds() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    out = await runbook(store, {"ep1": target}, concurrency=3).run(make_rows(20))
+    assert all(i.status is Status.ROTATED for i in out.items)
+    assert target.max_in_flight == 3
+
+
+async def test_plan_reads_only() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(3)
+    await runbook(store, {"ep1": target}).run(rows[:1])
+    before = [store.versions(r.vault_path) for r in rows]
+    book = Runbook(
+        settings(),
+        store,
+        {"ep1": target},  # type: ignore[dict-item]
+        Options(run_id="p", mode="plan"),
+    )
+    out = await book.plan(rows)
+    assert [i.status for i in out.items] == [Status.NOT_DUE, Status.DUE, Status.DUE]
+    assert out.items[1].reason == "never rotated"
+    assert [store.versions(r.vault_path) for r in rows] == before
+    assert target.pushes == 1
+    assert store.pending_paths() == []
+
+
+async def test_report_statuses() -> None:
+    store = MemoryStore()
+    rows = make_rows(3)
+    old = datetime.now(UTC) - timedelta(days=45)
+    store.promote(rows[0].vault_path, Credential("admin", Secret("x" * 12)), None, "old", old)
+    store.promote(
+        rows[1].vault_path, Credential("admin", Secret("y" * 12)), None, "new", datetime.now(UTC)
+    )
+    book = Runbook(settings(), store, {}, Options(run_id="c", mode="report"))
+    out = await book.report(rows)
+    assert [i.status for i in out.items] == [Status.OVERDUE, Status.COMPLIANT, Status.NEVER_ROTATED]
+
+
+@pytest.mark.parametrize("how", ["reject", "unknown", "unreachable", "mismatch", "ok"])
+async def test_no_password_in_any_item_record(how: str) -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    target.behaviour["t0"] = how
+    out = await runbook(store, {"ep1": target}).run(make_rows(1))
+    text = repr(out.items) + str([i.as_record() for i in out.items])
+    for held in list(target.held.values()):
+        assert held not in text
+    pending = store.read_state("rotate/ep1/computer/t0/RDP").pending
+    if pending is not None:
+        assert pending.credential.password.reveal() not in text

@@ -1,0 +1,483 @@
+"""The report writers: JSON contract, CSV safety, HTML content and escaping, atomic files."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+from datetime import UTC, datetime, timedelta
+from html import unescape
+from pathlib import Path
+
+import pytest
+
+from rotate.models import EndpointProbe, ItemResult, Kind, Row, RunRecord, Stage, Status, System
+from rotate.report import (
+    ReportPaths,
+    _files,
+    csv_report,
+    html_report,
+    json_record,
+    render_html,
+    report_paths,
+    write_json,
+    write_reports,
+)
+
+STARTED = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+VAULT_ADDR = "https://vault.example.net:8200"
+HOSTILE = "<script>alert(1)</script>"
+
+
+def row(
+    target: str,
+    *,
+    endpoint: str = "office-mac",
+    kind: Kind = Kind.CONNECTION,
+    username: str = "admin",
+    protocol: str = "RDP",
+    port: int | None = None,
+    line: int = 2,
+    **kw: object,
+) -> Row:
+    return Row(
+        line=line,
+        endpoint=endpoint,
+        kind=kind,
+        target=target,
+        username=username,
+        protocol=protocol,
+        port=port,
+        **kw,
+    )
+
+
+def item(r: Row, status: Status, **kw: object) -> ItemResult:
+    return ItemResult(row=r, status=status, vault_path=f"rotate/{r.endpoint}/{r.target}", **kw)
+
+
+def record(
+    items: list[ItemResult],
+    *,
+    mode: str = "run",
+    run_id: str = "20250304T050607Z-ab12",
+    aborted: str = "",
+    probes: tuple[EndpointProbe, ...] = (),
+) -> RunRecord:
+    return RunRecord(
+        run_id=run_id,
+        mode=mode,
+        dry_run=mode != "run",
+        started_at=STARTED,
+        finished_at=STARTED + timedelta(seconds=83.5),
+        inventory="inventories/prod.csv",
+        config="rotate.toml",
+        items=tuple(items),
+        probes=probes,
+        vault_addr=VAULT_ADDR,
+        vault_mount="secret",
+        aborted=aborted,
+    )
+
+
+@pytest.fixture
+def mixed() -> RunRecord:
+    """A run with every kind and the run-mode outcomes, listed rotated-first on purpose."""
+    items = [
+        item(
+            row("conn-ok-1", line=2),
+            Status.ROTATED,
+            stage=Stage.PROMOTED,
+            verified=True,
+            vault_version=3,
+            duration_s=0.4,
+            last_rotated=STARTED,
+        ),
+        item(
+            row("comp-ok-2", kind=Kind.COMPUTER, protocol="VNC", port=5901, line=3),
+            Status.ROTATED,
+            stage=Stage.PROMOTED,
+            verified=True,
+            vault_version=1,
+        ),
+        item(
+            row("srv-ok-3", endpoint="gw1", kind=Kind.SERVER, domain="CORP", line=4),
+            Status.ROTATED,
+            stage=Stage.PROMOTED,
+            verified=True,
+            vault_version=7,
+        ),
+        item(
+            row("conn-failed-4", line=5),
+            Status.FAILED,
+            stage=Stage.STAGED,
+            error="HTTP 500 from target",
+        ),
+        item(
+            row("srv-doubt-5", endpoint="gw1", kind=Kind.SERVER, line=6),
+            Status.IN_DOUBT,
+            stage=Stage.PUSHED,
+            verified=False,
+            error="timed out after push",
+        ),
+        item(
+            row("comp-na-6", kind=Kind.COMPUTER, protocol="NEAR", line=7),
+            Status.NOT_ATTEMPTED,
+            reason="failure threshold crossed",
+        ),
+        item(
+            row("conn-skip-7", protocol="APPLE", line=8),
+            Status.SKIPPED,
+            reason="lease held by another run",
+        ),
+    ]
+    probes = (
+        EndpointProbe("office-mac", System.REMOTIX, True, "v4.2"),
+        EndpointProbe("gw1", System.SPARKVIEW, False, "HTTP 503"),
+    )
+    return record(items, probes=probes)
+
+
+def read_csv(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+def table_body(html: str) -> str:
+    return html.split('<table id="items"', 1)[1].split("</table>", 1)[0]
+
+
+# --- JSON ---------------------------------------------------------------------------------
+
+
+def test_json_record_has_contract_keys_and_summary(mixed: RunRecord) -> None:
+    data = json_record(mixed)
+    for key in (
+        "run_id",
+        "mode",
+        "dry_run",
+        "started_at",
+        "finished_at",
+        "summary",
+        "items",
+        "probes",
+        "inventory",
+        "config",
+        "vault_addr",
+        "vault_mount",
+        "aborted",
+    ):
+        assert key in data, key
+    assert data["run_id"] == "20250304T050607Z-ab12"
+    assert data["mode"] == "run"
+    assert data["dry_run"] is False
+    assert datetime.fromisoformat(str(data["started_at"])) == STARTED
+    assert datetime.fromisoformat(str(data["finished_at"])) == STARTED + timedelta(seconds=83.5)
+    assert data["summary"] == {
+        "total": 7,
+        "rotated": 3,
+        "failed": 1,
+        "skipped": 1,
+        "in_doubt": 1,
+        "not_attempted": 1,
+    }
+    assert data["probes"] == [
+        {"endpoint": "office-mac", "system": "remotix", "ok": True, "detail": "v4.2"},
+        {"endpoint": "gw1", "system": "sparkview", "ok": False, "detail": "HTTP 503"},
+    ]
+
+
+def test_json_items_are_the_item_records_in_order(mixed: RunRecord) -> None:
+    items = json_record(mixed)["items"]
+    assert isinstance(items, list)
+    assert len(items) == len(mixed.items)
+    assert items == [i.as_record() for i in mixed.items]
+    for rec in items:
+        for key in (
+            "endpoint",
+            "kind",
+            "target",
+            "protocol",
+            "port",
+            "username",
+            "status",
+            "verified",
+            "vault_path",
+            "vault_version",
+            "error",
+        ):
+            assert key in rec, key
+
+
+def test_write_json_writes_the_record(tmp_path: Path, mixed: RunRecord) -> None:
+    path = write_json(mixed, tmp_path / "out.json")
+    assert json.loads(path.read_text("utf-8")) == json_record(mixed)
+
+
+# --- CSV ----------------------------------------------------------------------------------
+
+
+def test_csv_has_header_and_one_line_per_item(mixed: RunRecord) -> None:
+    lines = read_csv(csv_report.dumps(mixed))
+    assert lines[0] == list(csv_report.COLUMNS)
+    assert len(lines) == 1 + len(mixed.items)
+    col = {name: i for i, name in enumerate(lines[0])}
+    assert [line[col["target"]] for line in lines[1:]] == [i.row.target for i in mixed.items]
+    first = lines[1]
+    assert first[col["status"]] == "rotated"
+    assert first[col["verified"]] == "true"
+    assert first[col["vault_version"]] == "3"
+    assert first[col["port"]] == ""
+
+
+def test_csv_columns_cover_every_item_field(mixed: RunRecord) -> None:
+    # A field added to as_record() must not silently go missing from the CSV.
+    assert set(csv_report.COLUMNS) == set(mixed.items[0].as_record())
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["=cmd|' /C calc'!A0", "+1", "-1", "@SUM(A1:A9)", "\t=1+1", "\r=1+1", "\uff1d1+1"],
+)
+def test_csv_neutralises_formula_cells(hostile: str) -> None:
+    rec = record(
+        [
+            item(row(hostile, username=hostile, owner=hostile), Status.FAILED, error=hostile),
+            item(row("plain-target", line=3, username="alice"), Status.ROTATED),
+        ]
+    )
+    lines = read_csv(csv_report.dumps(rec))
+    col = {name: i for i, name in enumerate(lines[0])}
+    for name in ("target", "username", "owner", "error"):
+        assert lines[1][col[name]] == "'" + hostile, name
+    assert lines[2][col["target"]] == "plain-target"
+    assert lines[2][col["username"]] == "alice"
+
+
+# --- HTML ---------------------------------------------------------------------------------
+
+
+def test_html_shows_summary_figures_and_every_target(mixed: RunRecord) -> None:
+    html = render_html(mixed)
+    figures = {
+        what: n
+        for n, what in re.findall(r'<span class="n">(\d+)</span> <span class="what">([^<]+)<', html)
+    }
+    assert figures == {
+        "total": "7",
+        "rotated": "3",
+        "failed": "1",
+        "in doubt": "1",
+        "not attempted": "1",
+        "skipped": "1",
+    }
+    for it in mixed.items:
+        assert it.row.target in table_body(html)
+    assert "20250304T050607Z-ab12" in html
+    assert "<title>Rotation run 20250304T050607Z-ab12</title>" in html
+    assert VAULT_ADDR in html
+    assert "1 min 24 s" in html  # duration in the manifest
+    assert "pushed only" in html  # the in-doubt item was pushed, not verified
+    assert "HTTP 503" in html  # the failed probe's detail
+
+
+def test_html_optional_figures_only_when_non_zero() -> None:
+    rec = record(
+        [item(row("a"), Status.OVERDUE), item(row("b", line=3), Status.COMPLIANT)], mode="report"
+    )
+    html = render_html(rec)
+    assert '<span class="what">overdue</span>' in html
+    assert '<span class="what">compliant</span>' in html
+    assert '<span class="what">never rotated</span>' not in html
+    assert '<span class="what">due</span>' not in html
+
+
+def test_html_lists_failures_first_then_by_endpoint_and_target(mixed: RunRecord) -> None:
+    body = table_body(render_html(mixed))
+    order = re.findall(r'<tr data-status="([a-z_]+)"', body)
+    assert order[:3] == ["failed", "in_doubt", "not_attempted"]
+    assert set(order[3:]) == {"rotated", "skipped"}
+    targets = [t for t in re.findall(r'<td class="mono wrap target">([^ <]+) <span', body)]
+    # The rest, by endpoint then target: gw1 before office-mac.
+    assert targets[3:] == ["srv-ok-3", "comp-ok-2", "conn-ok-1", "conn-skip-7"]
+    assert body.index("conn-failed-4") < body.index("conn-ok-1")
+
+
+def test_html_orders_numbered_targets_naturally() -> None:
+    rec = record([item(row(f"host-{n}", line=n), Status.ROTATED) for n in (10, 2, 1)])
+    body = table_body(render_html(rec))
+    assert body.index("host-1 ") < body.index("host-2 ") < body.index("host-10 ")
+
+
+@pytest.mark.parametrize(
+    ("mode", "title"),
+    [("run", "Rotation run"), ("plan", "Dry-run plan"), ("report", "Compliance report")],
+)
+def test_html_title_names_the_mode(mode: str, title: str) -> None:
+    html = render_html(record([item(row("a"), Status.DUE)], mode=mode, run_id="r-1"))
+    assert f'<h1>{title} <span class="run-id">r-1</span></h1>' in html
+
+
+def test_html_escapes_hostile_inventory_text() -> None:
+    rec = record(
+        [
+            item(
+                row(
+                    f"t{HOSTILE}",
+                    username=HOSTILE,
+                    notes=HOSTILE,
+                    domain=HOSTILE,
+                    endpoint=f"e{HOSTILE}",
+                ),
+                Status.FAILED,
+                reason=HOSTILE,
+                error='x" onmouseover="alert(1)',
+            )
+        ],
+        probes=(EndpointProbe(f"e{HOSTILE}", System.REMOTIX, False, HOSTILE),),
+        aborted=HOSTILE,
+    )
+    html = render_html(rec)
+    assert HOSTILE not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert 'onmouseover="alert' not in html
+    # The page's one script is its own: the CSP hash is the hash of that script.
+    assert html.count("<script>") == 1
+
+
+def test_html_references_no_external_asset(mixed: RunRecord) -> None:
+    html = render_html(mixed)
+    assert "<link" not in html
+    assert not re.search(r"\ssrc\s*=", html)
+    assert "@import" not in html
+    assert "url(" not in html
+    assert not re.search(r"href\s*=", html)
+    # The only URL in the page is the record's Vault address, shown as text.
+    assert re.findall(r"https?://[^\s<\"']+", html) == [VAULT_ADDR]
+
+
+def test_html_content_security_policy_matches_inline_style_and_script(mixed: RunRecord) -> None:
+    # A mismatched hash would make the browser drop the page's own style and script.
+    html = render_html(mixed)
+    found = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html)
+    assert found is not None
+    csp = unescape(found.group(1))
+    assert "default-src 'none'" in csp
+    for tag in ("style", "script"):
+        body = re.search(rf"<{tag}>(.*?)</{tag}>", html, re.S)
+        assert body is not None
+        digest = base64.b64encode(hashlib.sha256(body.group(1).encode()).digest()).decode()
+        assert f"{tag}-src 'sha256-{digest}'" in csp
+
+
+def test_html_has_print_stylesheet_and_reads_without_script(mixed: RunRecord) -> None:
+    html = render_html(mixed)
+    assert "@media print" in html
+    assert '<html lang="en">' in html
+    # The filter controls appear only when the script runs.
+    assert '<div id="item-tools" class="tools" hidden>' in html
+    assert html.count('<th scope="col"') >= 13
+
+
+def test_html_shows_aborted_reason_prominently() -> None:
+    html = render_html(record([], aborted="failure threshold crossed (5 of 10)"))
+    assert '<section class="aborted"' in html
+    assert "failure threshold crossed (5 of 10)" in html.split("Summary", 1)[0]
+    assert '<section class="aborted"' not in render_html(record([]))
+
+
+def _many(n_ok: int, n_bad: int) -> RunRecord:
+    items = [item(row(f"ok-{i:05d}", line=i + 2), Status.ROTATED) for i in range(n_ok)]
+    items += [
+        item(row(f"bad-{i:05d}", line=n_ok + i + 2), Status.FAILED, error="boom")
+        for i in range(n_bad)
+    ]
+    return record(items)
+
+
+def test_html_large_run_lists_only_items_needing_attention() -> None:
+    html = render_html(_many(5900, 300), csv_name="run-x.csv", json_name="run-x.json")
+    body = table_body(html)
+    assert body.count('<tr data-status="failed"') == 300
+    assert 'data-status="rotated"' not in body
+    assert "run-x.csv" in html
+    assert "run-x.json" in html
+    assert '<span class="n">6200</span> <span class="what">total</span>' in html
+    assert '<span class="n">5900</span> <span class="what">rotated</span>' in html
+
+
+def test_html_large_run_caps_the_table() -> None:
+    html = render_html(_many(0, html_report.MAX_TABLE_ITEMS + 50))
+    body = table_body(html)
+    assert body.count("<tr data-status=") == html_report.MAX_TABLE_ITEMS
+    assert f"the first {html_report.MAX_TABLE_ITEMS} of the " in html
+
+
+def test_html_small_run_lists_every_item() -> None:
+    html = render_html(_many(html_report.MAX_TABLE_ITEMS - 10, 10))
+    assert table_body(html).count("<tr data-status=") == html_report.MAX_TABLE_ITEMS
+    assert "too many for one page" not in html
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def test_write_reports_names_files_by_mode_and_run_id(tmp_path: Path, mixed: RunRecord) -> None:
+    out = tmp_path / "new" / "dir"
+    paths = write_reports(mixed, out)
+    stem = "run-20250304T050607Z-ab12"
+    assert paths == ReportPaths(
+        html=out / f"{stem}.html", json=out / f"{stem}.json", csv=out / f"{stem}.csv"
+    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}.{e}" for e in ("csv", "html", "json")
+    )
+    assert json.loads(paths.json.read_text("utf-8"))["run_id"] == mixed.run_id
+    assert len(read_csv(paths.csv.read_text("utf-8"))) == 1 + len(mixed.items)
+    assert "conn-failed-4" in paths.html.read_text("utf-8")
+
+
+def test_write_reports_replaces_earlier_files_leaving_no_temp_files(
+    tmp_path: Path, mixed: RunRecord
+) -> None:
+    write_reports(record([]), tmp_path)
+    paths = write_reports(mixed, tmp_path)
+    assert len(json.loads(paths.json.read_text("utf-8"))["items"]) == len(mixed.items)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (paths.html, paths.json, paths.csv)
+    )
+
+
+def test_failed_atomic_write_keeps_old_file_and_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "r.json"
+    target.write_text("old")
+
+    def broken_replace(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(_files.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        _files.write_atomic(target, b"new")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["r.json"]
+
+
+@pytest.mark.parametrize("run_id", ["../escape", "a/b", "a\\b", "a\0b", ""])
+def test_report_paths_refuse_a_run_id_that_leaves_out_dir(tmp_path: Path, run_id: str) -> None:
+    with pytest.raises(ValueError, match="plain file name"):
+        report_paths(record([], run_id=run_id), tmp_path)
+
+
+def test_all_names_the_public_api() -> None:
+    import rotate.report
+
+    assert {"ReportPaths", "json_record", "write_json", "write_reports"} <= set(
+        rotate.report.__all__
+    )
+    for name in rotate.report.__all__:
+        assert callable(getattr(rotate.report, name)), name
