@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.logging import RichHandler
 
 from rotate import __version__
 from rotate.errors import EXIT_INTERRUPTED, RotateError
@@ -141,15 +142,19 @@ def _progress(args: argparse.Namespace, console: Console) -> Progress:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    console = Console(stderr=True)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    if console.is_terminal:
+        # Log lines print above the live progress bar instead of tearing it.
+        handler: logging.Handler = RichHandler(console=console, show_path=False)
+        logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
+    else:
+        logging.basicConfig(
+            level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     # Libraries log request URLs; Spark View URLs carry passwords in their query strings.
     for noisy in ("httpx", "httpcore", "urllib3", "hvac", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    console = Console(stderr=True)
     try:
         return _dispatch(args, console)
     except RotateError as exc:

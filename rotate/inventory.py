@@ -122,7 +122,10 @@ def _count_breaks(text: str) -> int:
 
 
 def _parse(text: str, name: str, skipped: int) -> pd.DataFrame:
-    """All records as strings, the header as record 0; blank lines kept so records count."""
+    """All records as strings, the header as record 0; blank lines kept so records count.
+
+    The text is already decoded (UTF-8, BOM dropped) so that a bad byte can be placed.
+    """
     try:
         return pd.read_csv(
             io.StringIO(text),
@@ -130,7 +133,6 @@ def _parse(text: str, name: str, skipped: int) -> pd.DataFrame:
             dtype=str,
             keep_default_na=False,
             skip_blank_lines=False,
-            encoding="utf-8",
             engine="c",
         ).fillna("")
     except ValueError as exc:  # pandas' ParserError and EmptyDataError are ValueErrors

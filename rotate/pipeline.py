@@ -57,6 +57,18 @@ class Outcome:
     probes: list[EndpointProbe] = field(default_factory=list)
 
 
+def interleave(items: Sequence[T], key: Callable[[T], str]) -> list[T]:
+    """Round-robin over the groups (endpoints), so the global bound keeps every endpoint busy."""
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    queues = list(groups.values())
+    out: list[T] = []
+    for position in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[position] for q in queues if position < len(q))
+    return out
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -162,7 +174,7 @@ class Runbook:
         """Rotate every due row: bounded globally, per endpoint by the targets, never cancelling."""
         now = now_utc()
         states = await self.read_states(rows)
-        decisions: list[tuple[Row, SecretState, planner.Decision]] = []
+        decisions: list[tuple[int, Row, SecretState, planner.Decision]] = []
         results: dict[int, ItemResult] = {}
         for i, (row, state) in enumerate(zip(rows, states, strict=True)):
             if isinstance(state, StoreError):
@@ -176,15 +188,13 @@ class Runbook:
             if not decision.due:
                 results[i] = self._from_state(row, state, Status.SKIPPED, decision.reason)
             else:
-                decisions.append((row, state, decision))
+                decisions.append((i, row, state, decision))
 
-        due_endpoints = sorted({row.endpoint for row, _, _ in decisions})
+        due_endpoints = sorted({row.endpoint for _, row, _, _ in decisions})
         probes = await self.probe(due_endpoints)
         work: list[tuple[int, Row, SecretState, planner.Decision]] = []
-        index = {id(row): i for i, row in enumerate(rows)}
-        for row, state, decision in decisions:
+        for i, row, state, decision in decisions:
             probe = probes[row.endpoint]
-            i = index[id(row)]
             if not probe.ok:
                 results[i] = self._from_state(
                     row,
@@ -196,6 +206,7 @@ class Runbook:
             else:
                 work.append((i, row, state, decision))
 
+        work = interleave(work, key=lambda w: w[1].endpoint)
         self.progress.start(len(work), [row.endpoint for _, row, _, _ in work])
         slots = asyncio.Semaphore(self.options.concurrency or self.settings.run.concurrency)
 

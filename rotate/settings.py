@@ -326,8 +326,11 @@ def policy_problems(policy: PolicySettings) -> list[str]:
         problems.append(f"{where}.length: {policy.length} exceeds max_length {policy.max_length}")
     if policy.symbols and not policy.symbol_set:
         problems.append(f"{where}.symbol_set: empty while symbols are required")
-    if any(c.isspace() or not c.isprintable() or c.isalnum() for c in policy.symbol_set):
+    if any(
+        c.isspace() or not c.isprintable() or c.isalnum() or not c.isascii()
+        for c in policy.symbol_set
+    ):
         problems.append(
-            f"{where}.symbol_set: only printable non-alphanumeric, non-space characters are allowed"
+            f"{where}.symbol_set: only printable ASCII symbols (no letters, digits or spaces)"
         )
     return problems

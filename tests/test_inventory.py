@@ -21,6 +21,7 @@ DEMO_TOML = ROOT / "inventories" / "demo.toml"
 HEADER = (
     "endpoint,kind,target,protocol,port,username,domain,policy,max_age_days,vault_path,owner,notes"
 )
+COLUMNS_IN_HEADER = HEADER.split(",")
 # one valid row of each kind, to vary one cell at a time
 CONNECTION = "office-mac,connection,4567-89AB,RDP,,administrator,EXAMPLE,,,,IT,"
 COMPUTER = "office-mac,computer,123456,RDP,3390,administrator,EXAMPLE,,,,IT,"
@@ -60,7 +61,9 @@ def _with(row: str, **cells: str) -> str:
     return ",".join(values[c] for c in COLUMNS_IN_HEADER)
 
 
-COLUMNS_IN_HEADER = HEADER.split(",")
+def test_the_columns_are_the_contract() -> None:
+    assert sorted(COLUMNS_IN_HEADER) == sorted(COLUMNS)
+    assert COLUMNS[:4] == ("endpoint", "kind", "target", "username")  # the required ones
 
 
 # --- the demo ---------------------------------------------------------------------------

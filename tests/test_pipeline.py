@@ -304,3 +304,21 @@ async def test_no_password_in_any_item_record(how: str) -> None:
     pending = store.read_state("rotate/ep1/computer/t0/RDP").pending
     if pending is not None:
         assert pending.credential.password.reveal() not in text
+
+
+def test_interleave_round_robins_endpoints() -> None:
+    from rotate.pipeline import interleave
+
+    items = ["a1", "a2", "a3", "b1", "c1", "c2"]
+    assert interleave(items, key=lambda s: s[0]) == ["a1", "b1", "c1", "a2", "c2", "a3"]
+
+
+async def test_items_spread_over_endpoints_under_a_small_global_bound() -> None:
+    store = MemoryStore()
+    t1, t2 = FakeTarget("ep1", store), FakeTarget("ep2", store)
+    rows = make_rows(6) + make_rows(6, "ep2")
+    out = await runbook(store, {"ep1": t1, "ep2": t2}, concurrency=2).run(rows)
+    assert all(i.status is Status.ROTATED for i in out.items)
+    # With endpoints interleaved, both endpoints work side by side rather than one after other.
+    assert t1.max_in_flight == 1
+    assert t2.max_in_flight == 1

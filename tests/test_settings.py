@@ -183,6 +183,7 @@ def test_a_sparkview_endpoint_with_a_gateway_password_from_vault_loads(tmp_path:
         ("[policies.p]\nsymbol_set = ''\n", "policies.p.symbol_set: empty while symbols"),
         ("[policies.p]\nsymbol_set = '!a'\n", "policies.p.symbol_set: only printable"),
         ("[policies.p]\nsymbol_set = '! '\n", "policies.p.symbol_set: only printable"),
+        ("[policies.p]\nsymbol_set = '!€'\n", "policies.p.symbol_set: only printable"),
     ],
 )
 def test_a_bad_policy_is_named(tmp_path: Path, text: str, expected: str) -> None:
