@@ -82,6 +82,8 @@ class Status(enum.StrEnum):
     COMPLIANT = "compliant"
     OVERDUE = "overdue"
     NEVER_ROTATED = "never_rotated"
+    IN_SYNC = "in_sync"  # reconcile: target, Vault current and pending agree
+    REPAIRED = "repaired"  # reconcile: Vault or the target was brought back in line
 
 
 class Stage(enum.StrEnum):

@@ -21,7 +21,12 @@ from rotate.report._files import write_atomic
 #: above this many items the table lists only items needing attention, at most this many
 MAX_TABLE_ITEMS = 5000
 
-_TITLES = {"run": "Rotation run", "plan": "Dry-run plan", "report": "Compliance report"}
+_TITLES = {
+    "run": "Rotation run",
+    "plan": "Dry-run plan",
+    "report": "Compliance report",
+    "reconcile": "Reconciliation",
+}
 
 # Failures first, then what an auditor must act on (overdue, never rotated), then the rest.
 _RANK = {
@@ -35,7 +40,7 @@ _REST = len(_RANK)
 _DIGITS = re.compile(r"(\d+)")
 
 #: outcomes that need no one's attention; a large run's table leaves them to the CSV/JSON
-SUCCESSFUL = frozenset({Status.ROTATED, Status.COMPLIANT, Status.NOT_DUE})
+SUCCESSFUL = frozenset({Status.ROTATED, Status.COMPLIANT, Status.NOT_DUE, Status.IN_SYNC})
 
 #: summary figures always shown, then those shown only when non-zero
 _FIGURES = ("total", "rotated", "failed", "in_doubt", "not_attempted", "skipped")
