@@ -13,13 +13,16 @@ from pathlib import Path
 from rotate.errors import (
     EXIT_ITEMS_FAILED,
     EXIT_OK,
+    EXIT_REFUSED,
+    CasConflict,
     ConfigError,
     EndpointUnavailable,
     StoreError,
 )
 from rotate.inventory import load_inventory
+from rotate.lease import Lease
 from rotate.models import Credential, Row, RunRecord, Secret, Status, System
-from rotate.pipeline import Options, Outcome, Runbook
+from rotate.pipeline import Options, Outcome, Runbook, Threshold
 from rotate.progress import NullProgress, Progress
 from rotate.report import ReportPaths, write_json, write_reports
 from rotate.settings import Settings
@@ -35,13 +38,16 @@ StoreFactory = Callable[[Settings], SecretStore]
 class Invocation:
     """What to do, already parsed: the core never sees argv."""
 
-    mode: str  # plan | run | report
+    mode: str  # plan | run | report | reconcile
     inventory: Path
     settings: Settings
     out_dir: Path = Path("reports")
     json_path: Path | None = None
     force: bool = False
     concurrency: int | None = None
+    max_failures: Threshold | None = None
+    canary: int = 0
+    repush: bool = False  # reconcile: re-send Vault's current password to write-only targets
     progress: Progress = field(default_factory=NullProgress)
 
 
@@ -122,35 +128,66 @@ def build_targets(rows: Sequence[Row], settings: Settings, store: SecretStore) -
     return targets
 
 
+WRITERS = frozenset({"run", "reconcile"})  # the modes that change credentials: one at a time
+
+
+async def _keep_lease(lease: Lease, runbook: Runbook) -> None:
+    """Renew the lease every third of its life; abort the run if it is lost or runs out."""
+    while True:
+        await asyncio.sleep(lease.ttl.total_seconds() / 3)
+        try:
+            await asyncio.to_thread(lease.renew)
+        except CasConflict:
+            runbook.abort(f"the lease {lease.path} was taken over by another run")
+            return
+        except StoreError as exc:
+            if lease.expired():
+                runbook.abort(f"the lease {lease.path} ran out: it could not be renewed ({exc})")
+                return
+            log.warning("lease renewal failed (%s); retrying before it runs out", exc)
+
+
 async def _drive(
     invocation: Invocation,
     rows: Sequence[Row],
     store: SecretStore,
     targets: Mapping[str, Target],
     run_id: str,
+    lease: Lease | None,
 ) -> Outcome:
     options = Options(
         run_id=run_id,
         mode=invocation.mode,
         force=invocation.force,
         concurrency=invocation.concurrency,
+        max_failures=invocation.max_failures,
+        canary=invocation.canary,
     )
     runbook = Runbook(invocation.settings, store, targets, options, invocation.progress)
+    keeper = asyncio.create_task(_keep_lease(lease, runbook)) if lease else None
     try:
         if invocation.mode == "plan":
             return await runbook.plan(rows)
         if invocation.mode == "report":
             return await runbook.report(rows)
+        if invocation.mode == "reconcile":
+            from rotate.reconcile import reconcile
+
+            return await reconcile(runbook, rows, invocation.repush)
         return await runbook.run(rows)
     finally:
+        if keeper is not None:
+            keeper.cancel()
         runbook.close()
         await asyncio.gather(*(t.aclose() for t in targets.values()))
 
 
 def exit_code_for(mode: str, record: RunRecord) -> int:
-    """0 all done; 1 when some item failed, is in doubt, or was not attempted (run only)."""
+    """3 aborted; 1 when an item failed (or, when writing, is in doubt or not attempted)."""
+    if record.aborted:
+        return EXIT_REFUSED
     bad = {Status.FAILED}
-    if mode == "run":
+    if mode in WRITERS:
         bad |= {Status.IN_DOUBT, Status.NOT_ATTEMPTED}
     return EXIT_ITEMS_FAILED if any(i.status in bad for i in record.items) else EXIT_OK
 
@@ -175,17 +212,29 @@ def execute(invocation: Invocation, store_factory: StoreFactory = default_store)
     started = datetime.now(UTC)
     run_id = new_run_id(started)
     store = store_factory(settings)
+    lease: Lease | None = None
     try:
         identity = store.check()
         log.info("run %s (%s) as %s on %s", run_id, invocation.mode, identity, settings.vault.addr)
+        if invocation.mode in WRITERS:
+            lease = Lease(
+                store,
+                f"{settings.vault.lease_root}/{settings.run.lease_name}",
+                run_id,
+                invocation.mode,
+                settings.run.lease_ttl_s,
+            )
+            lease.acquire()
         targets = build_targets(rows, settings, store) if invocation.mode != "report" else {}
-        outcome = asyncio.run(_drive(invocation, rows, store, targets, run_id))
+        outcome = asyncio.run(_drive(invocation, rows, store, targets, run_id, lease))
     finally:
+        if lease is not None:
+            lease.release()
         store.close()
     record = RunRecord(
         run_id=run_id,
         mode=invocation.mode,
-        dry_run=invocation.mode != "run",
+        dry_run=invocation.mode not in WRITERS,
         started_at=started,
         finished_at=datetime.now(UTC),
         inventory=str(invocation.inventory),
@@ -194,6 +243,7 @@ def execute(invocation: Invocation, store_factory: StoreFactory = default_store)
         probes=tuple(outcome.probes),
         vault_addr=settings.vault.addr,
         vault_mount=settings.vault.mount,
+        aborted=outcome.aborted,
     )
     paths = write_reports(record, invocation.out_dir)
     if invocation.json_path is not None:

@@ -8,12 +8,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
 
 from rotate import __version__
 from rotate.errors import EXIT_INTERRUPTED, RotateError
+from rotate.pipeline import Threshold
 from rotate.progress import BarProgress, LogProgress, NullProgress, Progress
 from rotate.settings import load_settings
 
@@ -30,6 +32,26 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _verbosity(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="log more detail"
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="no progress display; warnings and the summary only",
+    )
+
+
+def _threshold(text: str) -> Threshold:
+    try:
+        return Threshold.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -65,20 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
         "config or inventory (nothing touched); 3 refused or aborted; 130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"rotate {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
-    parser.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="no progress display; warnings and the summary only",
-    )
+    _verbosity(parser, argparse.SUPPRESS)
+    parser.set_defaults(verbose=False, quiet=False)
+    # The same flags after the command (`rotate run inv.csv -q`), without overriding a
+    # flag given before it.
+    flags = argparse.ArgumentParser(add_help=False)
+    _verbosity(flags, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("plan", help="dry run: what would rotate and why (reads only)")
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[flags], **kwargs)
+
+    p = command("plan", help="dry run: what would rotate and why (reads only)")
     _common(p)
     p.add_argument("--force", action="store_true", help="plan every row as due")
 
-    p = sub.add_parser("run", help="rotate every due credential")
+    p = command("run", help="rotate every due credential")
     _common(p)
     p.add_argument("--force", action="store_true", help="rotate every row, due or not")
     p.add_argument(
@@ -88,11 +112,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="items in flight in the whole run (default: [run] concurrency)",
     )
+    p.add_argument(
+        "--max-failures",
+        type=_threshold,
+        default=None,
+        metavar="N|N%",
+        help="stop starting new items once more than N items (or N%% of them) failed or "
+        "are in doubt; exit 3",
+    )
+    p.add_argument(
+        "--canary",
+        type=_positive_int,
+        default=0,
+        metavar="N",
+        help="rotate N items first (spread over the endpoints); stop if any fails; exit 3",
+    )
 
-    p = sub.add_parser("report", help="compliance report from Vault state (reads only)")
+    p = command("reconcile", help="compare targets with Vault and repair either side")
+    _common(p)
+    p.add_argument(
+        "--repush",
+        action="store_true",
+        help="re-send Vault's current password to write-only targets (address-book connections)",
+    )
+
+    p = command("report", help="compliance report from Vault state (reads only)")
     _common(p)
 
-    p = sub.add_parser("demo", help="the embedded default: OpenBao, simulators, plan/run/report")
+    p = command("demo", help="the embedded default: OpenBao, simulators, plan/run/report")
     p.add_argument(
         "--out-dir",
         type=Path,
@@ -111,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from rotate.sim import cli as sim_cli
 
-    p = sub.add_parser("simulate", help="serve the vendor simulators on loopback")
+    p = command("simulate", help="serve the vendor simulators on loopback")
     p.add_argument("inventory", type=Path, help="inventory whose targets the simulators hold")
     p.add_argument(
         "--config",
@@ -192,6 +239,9 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         json_path=args.json_path,
         force=getattr(args, "force", False),
         concurrency=getattr(args, "concurrency", None),
+        max_failures=getattr(args, "max_failures", None),
+        canary=getattr(args, "canary", 0),
+        repush=getattr(args, "repush", False),
         progress=_progress(args, console),
     )
     result = execute(invocation)

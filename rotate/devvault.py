@@ -30,6 +30,8 @@ DEV_MOUNT = "secret"
 _LOOPBACK = "127.0.0.1"
 _PORT_ATTEMPTS = 3  # a free port can be taken between our probe and bao's bind
 _LOG_TAIL_LINES = 20
+_UNSEAL_PREFIX = b"Unseal Key: "
+_UNSEAL_WAIT_S = 10.0  # bao prints the key in its banner, just after it starts serving
 
 
 def find_bao() -> str:
@@ -64,8 +66,9 @@ class DevVault:
     Use it as a context manager, or call `start()` and `stop()`. The root token is handed to
     bao through its environment (`BAO_DEV_ROOT_TOKEN_ID`) rather than argv, so other local
     users cannot read it from the process list, and `-dev-no-store-token` keeps bao from
-    overwriting the user's own token file. bao prints the root token on startup; its output
-    goes through a filter that masks the token before anything reaches the log file.
+    overwriting the user's own token file. bao prints the root token and the unseal key on
+    startup; its output goes through a filter that masks both before anything reaches the
+    log file, and keeps the unseal key (see `unseal_key`) so a test can unseal after sealing.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class DevVault:
         self._pump: threading.Thread | None = None
         self._workdir: Path | None = None
         self._lock = threading.Lock()
+        self._unseal_key: _Captured = _Captured()
 
     # --- what callers use -------------------------------------------------------------------
 
@@ -105,6 +109,20 @@ class DevVault:
     def token(self) -> Secret:
         """The root token (redacted when printed)."""
         return Secret(self._token)
+
+    @property
+    def unseal_key(self) -> Secret:
+        """The dev server's single unseal key (redacted when printed), to unseal after a seal.
+
+        bao prints it in its banner just after it starts serving, so this waits a little for
+        it; RuntimeError if the server is not started or never printed one.
+        """
+        if self._proc is None:
+            raise RuntimeError("DevVault is not started")
+        key = self._unseal_key.wait(_UNSEAL_WAIT_S)
+        if key is None:
+            raise RuntimeError(f"OpenBao printed no unseal key; log: {self.log_path}")
+        return Secret(key)
 
     @property
     def pid(self) -> int | None:
@@ -187,6 +205,7 @@ class DevVault:
             f"-dev-listen-address={_LOOPBACK}:{self._port}",
         ]
         log = (self._workdir / "bao.log").open("ab")
+        self._unseal_key = _Captured()
         self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             cmd,
             stdin=subprocess.DEVNULL,
@@ -198,7 +217,7 @@ class DevVault:
         assert self._proc.stdout is not None
         self._pump = threading.Thread(
             target=_pump_masked,
-            args=(self._proc.stdout, log, self._token.encode()),
+            args=(self._proc.stdout, log, self._token.encode(), self._unseal_key),
             name=f"bao-log-{self._port}",
             daemon=True,
         )
@@ -264,9 +283,12 @@ class DevVault:
             return ""
         with path.open("rb") as fh:
             lines = deque(fh, maxlen=_LOG_TAIL_LINES)
-        # The pump already masked the token; mask again in case a line was cut mid-token.
+        # The pump already masked the secrets; mask again in case a line was cut mid-secret.
         text = b"".join(lines).decode("utf-8", "replace")
-        return text.replace(self._token, "***")
+        for secret in (self._token, self._unseal_key.value):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
     def _failure(self, what: str) -> RefusedError:
         tail = self._log_tail().rstrip() or "(no output)"
@@ -280,9 +302,34 @@ class _PortTaken(Exception):
     """bao could not bind the port we picked: someone took it in between."""
 
 
-def _pump_masked(src: IO[bytes], dst: IO[bytes], token: bytes) -> None:
-    """Copy bao's output to the log line by line with the root token masked."""
+class _Captured:
+    """A value one thread finds (the unseal key in bao's output) and others wait for."""
+
+    def __init__(self) -> None:
+        self.value: str | None = None
+        self._found = threading.Event()
+
+    def set(self, value: str) -> None:
+        self.value = value
+        self._found.set()
+
+    def wait(self, timeout: float) -> str | None:
+        self._found.wait(timeout)
+        return self.value
+
+
+def _pump_masked(src: IO[bytes], dst: IO[bytes], token: bytes, unseal: _Captured) -> None:
+    """Copy bao's output to the log line by line, the root token and unseal key masked;
+    the unseal key is kept in `unseal`."""
+    key = b""
     with contextlib.closing(dst), contextlib.closing(src):
         for line in iter(src.readline, b""):
-            dst.write(line.replace(token, b"***"))
+            if not key and line.startswith(_UNSEAL_PREFIX):
+                key = line[len(_UNSEAL_PREFIX) :].strip()
+                if key:
+                    unseal.set(key.decode("ascii", "replace"))
+            line = line.replace(token, b"***")
+            if key:
+                line = line.replace(key, b"***")
+            dst.write(line)
             dst.flush()

@@ -5,15 +5,19 @@
     │   ├── ConfigError              2
     │   └── InventoryError           2  carries every Problem found, by row and column
     ├── RefusedError                 3  the run was refused or aborted before or while running
-    │   └── StoreUnavailable         3  Vault unreachable, sealed, or the token is refused
+    │   ├── StoreUnavailable         3  Vault unreachable, sealed, or the token is refused
+    │   └── LeaseHeld                3  another run holds the lease on these credentials
     ├── StoreError                   -  a Vault call failed for one item (recorded, not raised)
-    │   └── PendingConflict          -  another run's candidate sits on the pending path
+    │   ├── PendingConflict          -  another run's candidate sits on the pending path
+    │   └── CasConflict              -  a bookkeeping record changed under us (check-and-set)
     └── TargetError                  -  a vendor call failed for one item or endpoint
         ├── EndpointUnavailable      -  the probe failed: the endpoint gets no writes
         ├── Rejected                 -  a definite "no": the target did not take the value
         └── OutcomeUnknown           -  after the retries, the target may or may not have it
 
-Item-level errors never escape the pipeline: they become the item's recorded outcome.
+Item-level errors never escape the pipeline: they become the item's recorded outcome. A run
+that stops starting items (failure threshold, failed canary, lost lease) is not an exception
+either: its record says why (`RunRecord.aborted`) and it exits 3.
 Messages never carry a password, a token, a gateway password (or its MD5) or a URL query.
 """
 
@@ -82,12 +86,20 @@ class StoreUnavailable(RefusedError):
     """Vault/OpenBao cannot be used at all: unreachable, sealed, or the token is refused."""
 
 
+class LeaseHeld(RefusedError):
+    """Another live run holds the lease on these credentials."""
+
+
 class StoreError(RotateError):
     """A Vault call failed for one item."""
 
 
 class PendingConflict(StoreError):
     """A pending candidate already exists and was not expected (another run staged it)."""
+
+
+class CasConflict(StoreError):
+    """A check-and-set write found another version than expected."""
 
 
 class TargetError(RotateError):

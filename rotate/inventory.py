@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import enum
 import io
@@ -72,7 +73,7 @@ def load_inventory(
     name = str(path)
     text, skipped = _read_text(Path(path), name, max_bytes)
     frame = _parse(text, name, skipped)
-    positions = _columns(frame, name)
+    positions = _columns(frame, name, 1 + skipped)
     spans = _has_breaks_in_values(frame, text)
     lines = _line_numbers(frame, skipped, spans=spans)
     # most files hold no odd character at all: one scan of the text spares a scan per cell
@@ -102,13 +103,16 @@ def _read_text(path: Path, name: str, max_bytes: int) -> tuple[str, int]:
             f"file is larger than the limit of {max_bytes:,} bytes; split the inventory "
             "or raise the limit"
         )
+    # the BOM is dropped by hand: "utf-8-sig" would count error offsets from after it
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = data.decode("utf-8-sig")
+        text = data[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = _count_breaks(data[: exc.start].decode("utf-8-sig", errors="replace")) + 1
+        start = bom + exc.start
+        line = _count_breaks(data[:start].decode("utf-8", errors="replace")) + 1
         raise fail(
-            f"not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line} (offset "
-            f"{exc.start}) cannot be decoded; save the file as UTF-8"
+            f"not UTF-8 text: byte 0x{data[start]:02x} on line {line} (offset "
+            f"{start}) cannot be decoded; save the file as UTF-8"
         ) from None
     body = text.lstrip("\r\n")
     if not body.strip():
@@ -175,13 +179,13 @@ def _record_line(text: str, record: int) -> int | None:
     return None
 
 
-def _columns(frame: pd.DataFrame, name: str) -> dict[str, int]:
-    """Column name -> position; InventoryError if the header is wrong."""
+def _columns(frame: pd.DataFrame, name: str, line: int = 1) -> dict[str, int]:
+    """Column name -> position; InventoryError if the header (on `line`) is wrong."""
     raw: list[str] = [str(v) for v in frame.iloc[0].tolist()]
     if len(raw) == 1 and ("," not in raw[0]) and (";" in raw[0] or "\t" in raw[0]):
         raise InventoryError(
             name,
-            [Problem(1, None, "the header has no ','; the file must be comma-separated")],
+            [Problem(line, None, "the header has no ','; the file must be comma-separated")],
         )
     problems: list[Problem] = []
     positions: dict[str, int] = {}
@@ -190,14 +194,14 @@ def _columns(frame: pd.DataFrame, name: str) -> dict[str, int]:
         if not column:
             if (frame[position].iloc[1:].str.strip() == "").all():
                 continue  # a trailing delimiter (spreadsheet export), not a column
-            problems.append(Problem(1, None, f"column {position + 1} has values but no name"))
+            problems.append(Problem(line, None, f"column {position + 1} has values but no name"))
         elif column in positions:
-            problems.append(Problem(1, column, "column appears twice"))
+            problems.append(Problem(line, column, "column appears twice"))
         elif column not in COLUMNS:
             hint = f" (did you mean {column.lower()!r}?)" if column.lower() in COLUMNS else ""
             problems.append(
                 Problem(
-                    1,
+                    line,
                     column,
                     f"unknown column{hint}; allowed: {', '.join(COLUMNS)}",
                 )
@@ -316,6 +320,7 @@ class _RowChecker:
         self.keys: dict[tuple[str, str, str, str, int | None], int] = {}
         self.paths: dict[str, int] = {}
         self.pending = settings.vault.pending_root
+        self.lease = settings.vault.lease_root
         self.known_endpoints = ", ".join(sorted(settings.endpoints)) or "none configured"
         self.known_policies = ", ".join(sorted(settings.policies))
         self.line = 0
@@ -479,15 +484,17 @@ class _RowChecker:
         if why := _path_problem(path):
             self.problem(column, f"vault path {_show(path)} {why}")
             return None
-        if path == self.pending or path.startswith(self.pending + "/"):
-            # candidates are staged at <pending_root>/<path>: a secret in there would be
-            # mistaken for, or overwritten by, another row's pending candidate
-            self.problem(
-                column,
-                f"vault path {_show(path)} lies in the pending area {self.pending!r}; "
-                "rename the endpoint or give the row another vault_path",
-            )
-            return None
+        for area, root in (("pending area", self.pending), ("lease area", self.lease)):
+            if path == root or path.startswith(root + "/"):
+                # candidates are staged at <pending_root>/<path> and leases kept under
+                # <lease_root>: a secret in there would be mistaken for, or overwritten by,
+                # a candidate or a lease
+                self.problem(
+                    column,
+                    f"vault path {_show(path)} lies in the {area} {root!r}; "
+                    "rename the endpoint or give the row another vault_path",
+                )
+                return None
         first = self.paths.setdefault(path, self.line)
         if first != self.line:
             self.problem(column, f"vault path {_show(path)} is also used by line {first}")

@@ -40,13 +40,40 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class Threshold:
+    """`--max-failures`: a count (`5`) or a share of the items to rotate (`2%`)."""
+
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Threshold:
+        body = text.strip()
+        number = body[:-1] if body.endswith("%") else body
+        try:
+            value = float(number)
+        except ValueError:
+            raise ValueError(f"{text!r} is neither a count (5) nor a percentage (2%)") from None
+        if value < 0 or (not body.endswith("%") and not value.is_integer()):
+            raise ValueError(f"{text!r} must be a whole count or a percentage, not negative")
+        return cls(body)
+
+    def limit(self, total: int) -> float:
+        """The number of failures that is still tolerated; one more crosses the threshold."""
+        if self.text.endswith("%"):
+            return total * float(self.text[:-1]) / 100
+        return float(self.text)
+
+
+@dataclass(frozen=True)
 class Options:
     """What the caller asked for; the core never looks at argv."""
 
     run_id: str
-    mode: str  # plan | run | report
+    mode: str  # plan | run | report | reconcile
     force: bool = False
     concurrency: int | None = None  # overrides [run] concurrency
+    max_failures: Threshold | None = None  # stop starting items once crossed
+    canary: int = 0  # rotate this many items first; stop if any of them fails
 
 
 @dataclass
@@ -55,6 +82,7 @@ class Outcome:
 
     items: list[ItemResult]
     probes: list[EndpointProbe] = field(default_factory=list)
+    aborted: str = ""  # why the run stopped starting items, if it did
 
 
 def interleave(items: Sequence[T], key: Callable[[T], str]) -> list[T]:
@@ -89,6 +117,7 @@ class Runbook:
         self.targets = targets
         self.options = options
         self.progress = progress or NullProgress()
+        self.aborted = ""  # set once: from then on no new item starts
         # Each worker thread has its own hvac client, so Vault calls run side by side.
         self._pool = ThreadPoolExecutor(settings.vault.workers, thread_name_prefix="vault")
 
@@ -98,6 +127,12 @@ class Runbook:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+    def abort(self, reason: str) -> None:
+        """Stop starting new items; those in flight finish and are recorded."""
+        if not self.aborted:
+            self.aborted = reason
+            log.error("run aborted: %s; no new item starts", reason)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -209,19 +244,50 @@ class Runbook:
         work = interleave(work, key=lambda w: w[1].endpoint)
         self.progress.start(len(work), [row.endpoint for _, row, _, _ in work])
         slots = asyncio.Semaphore(self.options.concurrency or self.settings.run.concurrency)
+        threshold = self.options.max_failures
+        tolerated = threshold.limit(len(work)) if threshold else None
+        failures = 0
 
         async def bounded(i: int, row: Row, state: SecretState, d: planner.Decision) -> None:
+            nonlocal failures
             async with slots:
                 self.progress.item_started(row)
-                result = await self.rotate_one(row, state, d)
+                if self.aborted:
+                    result = self._from_state(
+                        row,
+                        state,
+                        Status.NOT_ATTEMPTED,
+                        f"{d.reason}; not started: run aborted",
+                        error=self.aborted,
+                    )
+                else:
+                    result = await self.rotate_one(row, state, d)
                 self.progress.item_done(row, result.status)
                 results[i] = result
+            if result.status in (Status.FAILED, Status.IN_DOUBT):
+                failures += 1
+                if tolerated is not None and failures > tolerated and threshold is not None:
+                    self.abort(
+                        f"failure threshold crossed: {failures} of {len(work)} item(s) "
+                        f"failed or in doubt (--max-failures {threshold.text})"
+                    )
 
+        canary = work[: self.options.canary]
+        rest = work[self.options.canary :]
         try:
-            await asyncio.gather(*(bounded(*w) for w in work))
+            if canary:
+                await asyncio.gather(*(bounded(*w) for w in canary))
+                bad = sum(results[i].status in (Status.FAILED, Status.IN_DOUBT) for i, *_ in canary)
+                if bad:
+                    self.abort(
+                        f"canary failed: {bad} of the first {len(canary)} item(s) "
+                        "failed or are in doubt (--canary)"
+                    )
+            await asyncio.gather(*(bounded(*w) for w in rest))
         finally:
             self.progress.stop()
-        return Outcome([results[i] for i in range(len(rows))], list(probes.values()))
+        items = [results[i] for i in range(len(rows))]
+        return Outcome(items, list(probes.values()), aborted=self.aborted)
 
     # -- one item ---------------------------------------------------------------------------
 

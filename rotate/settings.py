@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rotate.errors import ConfigError
 from rotate.models import Secret, System
 
+MAX_PASSWORD_LENGTH = 256
+_ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 DEFAULT_SYMBOLS = "!#%+-.:=?@^_~"
+# a longer socket timeout overflows the platform's time_t (a traceback instead of a message)
+MAX_TIMEOUT_S = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,11 @@ class VaultSettings:
     def pending_root(self) -> str:
         return self.pending_prefix or f"{self.prefix}/_pending"
 
+    @property
+    def lease_root(self) -> str:
+        """Where run leases live (one writer at a time), apart from every secret."""
+        return f"{self.prefix}/_lease"
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -48,6 +60,8 @@ class RunSettings:
     max_backoff_s: float = 10.0
     max_retry_after_s: float = 60.0  # a longer Retry-After is not waited for
     max_age_days: int = 90  # default when a row gives none
+    lease_name: str = "default"  # runs sharing a lease name never rotate at the same time
+    lease_ttl_s: float = 300.0  # renewed every third of this while the run lives
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,19 @@ class EndpointSettings:
     password_param: str = "pwd"  # noqa: S105 - a parameter name
     domain_param: str = "domain"
     send_definition_on_update: bool = True  # resend displayName/server: update may replace
+    # The gateway answers every failure as 500 {"error:": ...}, even one after it applied an
+    # update; only these words (lower case) in a write's error make it a definite refusal.
+    write_refusals: tuple[str, ...] = (
+        "not found",
+        "rejected",
+        "invalid",
+        "missing",
+        "already exists",
+        "unknown action",
+        "denied",
+        "forbidden",
+        "unauthori",
+    )
 
     def bearer_token(self, env: Mapping[str, str]) -> Secret | None:
         if self.token_env and env.get(self.token_env):
@@ -144,7 +171,14 @@ def _build(
                 f"{where}.{key}: expected {expected}, got {type(value).__name__} {value!r}"
             )
             continue
-        kwargs[key] = float(value) if expected.startswith("float") else value
+        if expected.startswith("float") and not math.isfinite(value):
+            errors.append(f"{where}.{key}: must be a finite number, got {value!r}")
+            continue
+        if expected.startswith("float"):
+            value = float(value)
+        elif expected.startswith("tuple"):
+            value = tuple(v.lower() for v in value)
+        kwargs[key] = value
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:  # pragma: no cover - guarded by the checks above
@@ -165,8 +199,10 @@ def _type_ok(expected: str, value: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if base == "str":
         return isinstance(value, str)
+    if base == "tuple[str, ...]":
+        return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
     if base == "System":
-        return value in {s.value for s in System}
+        return isinstance(value, str) and value in {s.value for s in System}
     return False
 
 
@@ -174,6 +210,39 @@ def _positive(errors: list[str], where: str, **values: float | int | None) -> No
     for key, value in values.items():
         if value is not None and value <= 0:
             errors.append(f"{where}.{key}: must be greater than 0, got {value}")
+
+
+def _not_negative(errors: list[str], where: str, **values: float | int) -> None:
+    for key, value in values.items():
+        if value < 0:
+            errors.append(f"{where}.{key}: must be 0 or more, got {value}")
+
+
+def _timeouts(errors: list[str], where: str, **values: float | None) -> None:
+    for key, value in values.items():
+        if value is not None and value > MAX_TIMEOUT_S:
+            errors.append(f"{where}.{key}: must be at most {MAX_TIMEOUT_S:g} s, got {value:g}")
+
+
+def _url_problem(url: str) -> str | None:
+    """What makes `url` unusable as an http(s) base URL, or None; a password is never echoed."""
+    shown = "the URL" if "@" in url else repr(url)
+    if not url.startswith(("http://", "https://")):
+        return f"{shown} is not an http(s) URL"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return f"{shown} contains a space or a control character"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError unless a number from 0 to 65535
+    except ValueError:
+        return f"{shown} has an invalid host or port"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user name or password: secrets never live in the config file"
+    if not parts.hostname:
+        return f"{shown} has no host"
+    if port == 0:
+        return f"{shown} has an invalid host or port"
+    return None
 
 
 def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None) -> Settings:
@@ -186,7 +255,8 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         p = Path(path)
         source = str(p)
         try:
-            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+            # utf-8-sig: a BOM (Windows editors) is not a TOML error at line 1, column 1
+            raw = tomllib.loads(p.read_text(encoding="utf-8-sig"))
         except FileNotFoundError:
             raise ConfigError(f"config file {p} not found") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -222,21 +292,30 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
             token = token_path.read_text(encoding="utf-8").strip() or None
         except OSError:
             token = None
+        except ValueError as exc:  # a NUL in the path, or a file that is not UTF-8 text
+            reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+            errors.append(f"vault.token_file: {vault.token_file!r} cannot be read: {reason}")
+            token = None
     if token:
         overrides["token"] = Secret(token)
     vault = replace(vault, **overrides)
     if vault.auth != "token":
         errors.append(f"vault.auth: {vault.auth!r} is not supported yet (supported: 'token')")
-    if not vault.addr.startswith(("http://", "https://")):
-        errors.append(f"vault.addr: {vault.addr!r} is not an http(s) URL")
+    if why := _url_problem(vault.addr):
+        errors.append(f"vault.addr: {why}")
     for key in ("mount", "prefix", "pending_prefix"):
         value = getattr(vault, key)
         if key == "pending_prefix" and not value:
             continue  # empty: the default, <prefix>/_pending
-        if not value or value.strip("/") != value or ".." in value.split("/"):
+        if (
+            not value
+            or value.strip("/") != value
+            or ".." in value.split("/")
+            or not value.isprintable()
+        ):
             errors.append(
                 f"vault.{key}: {value!r} must be a non-empty path without "
-                "leading or trailing '/' or '..'"
+                "leading or trailing '/', '..' or control characters"
             )
     if vault.pending_prefix and (vault.prefix + "/").startswith(vault.pending_prefix + "/"):
         # candidates go to <pending_root>/<path>: every secret would lie in the pending area
@@ -245,6 +324,7 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
             f"{vault.prefix!r} nor a parent of it"
         )
     _positive(errors, "vault", timeout_s=vault.timeout_s, workers=vault.workers)
+    _timeouts(errors, "vault", timeout_s=vault.timeout_s)
 
     run = _build(RunSettings, table("run"), "run", errors) or RunSettings()
     _positive(
@@ -254,9 +334,27 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         per_endpoint_concurrency=run.per_endpoint_concurrency,
         timeout_s=run.timeout_s,
         max_age_days=run.max_age_days,
+        lease_ttl_s=run.lease_ttl_s,
     )
-    if run.retries < 0:
-        errors.append(f"run.retries: must be 0 or more, got {run.retries}")
+    _not_negative(
+        errors,
+        "run",
+        retries=run.retries,
+        backoff_s=run.backoff_s,
+        max_backoff_s=run.max_backoff_s,
+        max_retry_after_s=run.max_retry_after_s,
+    )
+    _timeouts(errors, "run", timeout_s=run.timeout_s)
+    if (
+        not run.lease_name
+        or any(c in run.lease_name for c in "/ \t")
+        or run.lease_name
+        in (
+            ".",
+            "..",
+        )
+    ):
+        errors.append(f"run.lease_name: {run.lease_name!r} must be one path segment")
 
     policies: dict[str, PolicySettings] = {}
     for name, data in table("policies").items():
@@ -272,21 +370,39 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
     endpoints: dict[str, EndpointSettings] = {}
     for name, data in table("endpoints").items():
         where = f"endpoints.{name}"
+        if not _ENDPOINT_NAME.fullmatch(name):
+            # The name is a segment of every default Vault path and of report file rows.
+            errors.append(
+                f"[{where}]: an endpoint name is letters, digits, '.', '_' and '-' only, "
+                "starting with a letter or digit"
+            )
         if not isinstance(data, dict):
             errors.append(f"[{where}] must be a table")
             continue
-        for req in ("system", "url"):
+        # a required key missing or of the wrong type is named here; a stand-in for it
+        # lets the endpoint's other keys be checked too (every problem at once)
+        stand_ins: dict[str, str] = {}
+        for req, kind, stand_in in (("system", "System", "remotix"), ("url", "str", "http://x")):
             if req not in data:
                 errors.append(f"{where}: missing required key {req!r}")
-        if "system" not in data or "url" not in data:
-            continue
-        endpoint = _build(EndpointSettings, data, where, errors, name=name)
-        if endpoint is None:
+            elif not _type_ok(kind, data[req]):
+                value = data[req]
+                errors.append(
+                    f"{where}.{req}: expected {kind}, got {type(value).__name__} {value!r}"
+                )
+            else:
+                continue
+            stand_ins[req] = stand_in
+        endpoint = _build(EndpointSettings, {**data, **stand_ins}, where, errors, name=name)
+        if endpoint is None:  # pragma: no cover - the required keys are there, typed
             continue
         # _build keeps the TOML string: make it the enum before any `is System...` test
         endpoint = replace(endpoint, system=System(endpoint.system))
-        if not endpoint.url.startswith(("http://", "https://")):
-            errors.append(f"{where}.url: {endpoint.url!r} is not an http(s) URL")
+        if "url" not in stand_ins and (why := _url_problem(endpoint.url)):
+            errors.append(f"{where}.url: {why}")
+        if endpoint.ca_bundle is not None and not Path(endpoint.ca_bundle).is_file():
+            # found out only when the first request is made, as a traceback
+            errors.append(f"{where}.ca_bundle: {endpoint.ca_bundle!r} is not a file")
         if endpoint.system is System.SPARKVIEW and not (
             endpoint.gateway_password_env or endpoint.gateway_password_vault
         ):
@@ -302,6 +418,7 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
             per_endpoint_concurrency=endpoint.per_endpoint_concurrency,
             timeout_s=endpoint.timeout_s,
         )
+        _timeouts(errors, where, timeout_s=endpoint.timeout_s)
         endpoints[name] = endpoint
 
     if errors:
@@ -321,6 +438,11 @@ def policy_problems(policy: PolicySettings) -> list[str]:
     if policy.length < max(classes, 4):
         problems.append(
             f"{where}.length: {policy.length} is too short (at least {max(classes, 4)})"
+        )
+    if policy.length > MAX_PASSWORD_LENGTH:
+        problems.append(
+            f"{where}.length: {policy.length} is longer than {MAX_PASSWORD_LENGTH}, "
+            "which no target takes"
         )
     if policy.max_length is not None and policy.length > policy.max_length:
         problems.append(f"{where}.length: {policy.length} exceeds max_length {policy.max_length}")

@@ -8,159 +8,25 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import hvac
 import pytest
 
 from rotate.cli import main
 from rotate.demo import convergence, sim_password
-from rotate.devvault import DevVault
-from rotate.inventory import load_inventory
-from rotate.models import Row
-from rotate.settings import Settings, VaultSettings, load_settings
 from rotate.sim.faults import Faults
-from rotate.sim.host import SimulatorHost
-from rotate.sim.remotix import RemotixState
-from rotate.sim.seed import seed_states
-from rotate.sim.sparkview import SparkViewState
-from rotate.stores.vault import VaultStore
-
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_CSV = ROOT / "inventories" / "demo.csv"
-DEMO_TOML = ROOT / "inventories" / "demo.toml"
-GATEWAYS = {"GW1_PASSWORD": "gw1-Secret-pass", "GW2_PASSWORD": "gw2-Secret-pass"}
-
-
-@dataclass
-class World:
-    """A scene: config file on the simulators, env for the CLI, the rows and their states."""
-
-    config: Path
-    inventory: Path
-    settings: Settings
-    rows: list[Row]
-    states: dict[str, RemotixState | SparkViewState]
-    host: SimulatorHost
-    store: VaultStore
-    token: str = field(repr=False)
-    out: Path
-
-
-def write_config(
-    path: Path, vault: VaultSettings, urls: dict[str, str], replace: dict[str, str] | None = None
-) -> Path:
-    text = DEMO_TOML.read_text()
-    # Point the demo config at this test's Vault prefix and simulators.
-    text = text.replace('prefix = "rotate"', f'prefix = "{vault.prefix}"')
-    for name, url in urls.items():
-        marker = f"[endpoints.{name}]\n"
-        head, tail = text.split(marker)
-        first, rest = tail.split("\n", 2)[:2], tail.split("\n", 2)[2]
-        lines = [ln if not ln.startswith("url =") else f'url = "{url}"' for ln in first]
-        text = head + marker + "\n".join(lines) + "\n" + rest
-    for old, new in (replace or {}).items():
-        assert old in text
-        text = text.replace(old, new)
-    path.write_text(text)
-    return path
-
-
-@pytest.fixture
-def world(
-    tmp_path: Path,
-    openbao: DevVault,
-    vault_settings: VaultSettings,
-    monkeypatch: pytest.MonkeyPatch,
-    sim_host: SimulatorHost,
-) -> Iterator[World]:
-    monkeypatch.setenv("VAULT_ADDR", openbao.addr)
-    monkeypatch.setenv("VAULT_TOKEN", openbao.token.reveal())
-    monkeypatch.delenv("ROTATE_CONFIG", raising=False)
-    for k, v in GATEWAYS.items():
-        monkeypatch.setenv(k, v)
-    # The URLs are placeholders until the simulators have ports.
-    settings = load_settings(DEMO_TOML, env={**os.environ})
-    rows = load_inventory(DEMO_CSV, settings)
-    states = seed_states(rows, settings.endpoints, rng_seed=7)
-    urls = {}
-    for name, state in states.items():
-        endpoint = settings.endpoints[name]
-        gw = GATEWAYS.get(endpoint.gateway_password_env or "")
-        urls[name] = sim_host.add_endpoint(endpoint, state, gateway_password=gw)
-    config = write_config(tmp_path / "rotate.toml", vault_settings, urls)
-    settings = load_settings(config)
-    # Explicit vault paths get this test's prefix too, so tests never share a secret.
-    inventory = tmp_path / "inventory.csv"
-    inventory.write_text(DEMO_CSV.read_text().replace(",rotate/", f",{vault_settings.prefix}/"))
-    rows = load_inventory(inventory, settings)
-    store = VaultStore(vault_settings)
-    yield World(
-        config,
-        inventory,
-        settings,
-        rows,
-        states,
-        sim_host,
-        store,
-        openbao.token.reveal(),
-        tmp_path / "reports",
-    )
-    store.close()
-
-
-def cli(world: World, *args: str) -> int:
-    return main(
-        [
-            args[0],
-            str(world.inventory),
-            "--config",
-            str(world.config),
-            "--out-dir",
-            str(world.out),
-            *args[1:],
-        ]
-    )
-
-
-def snapshot(world: World, client: hvac.Client) -> dict[str, Any]:
-    """Everything a run could change: Vault's secrets (current and pending) and target state."""
-    vault = {}
-    for row in world.rows:
-        for path in (row.vault_path, f"{world.settings.vault.pending_root}/{row.vault_path}"):
-            try:
-                meta = client.secrets.kv.v2.read_secret_metadata(path=path, mount_point="secret")
-                vault[path] = meta["data"]["current_version"], meta["data"]["updated_time"]
-            except hvac.exceptions.InvalidPath:
-                vault[path] = None
-    targets = {row.label: sim_password(world.states[row.endpoint], row) for row in world.rows}
-    return {"vault": vault, "targets": targets}
-
-
-def all_secrets(world: World) -> list[str]:
-    """Every secret that must never reach an output."""
-    values = [world.token, *GATEWAYS.values()]
-    values += [
-        hashlib.md5(v.encode(), usedforsecurity=False).hexdigest() for v in GATEWAYS.values()
-    ]
-    for row in world.rows:
-        held = sim_password(world.states[row.endpoint], row)
-        if held:
-            values.append(held)
-        current = world.store.read_current(row.vault_path)
-        if current is not None:
-            values.append(current.password.reveal())
-    return values
-
-
-def outputs(world: World, captured: pytest.CaptureResult[str]) -> str:
-    text = captured.out + captured.err
-    for f in world.out.glob("*"):
-        text += f.read_text()
-    return text
+from tests.plugins.scene import (
+    DEMO_CSV,
+    ROOT,
+    World,
+    all_secrets,
+    assert_no_secret_in_outputs,
+    cli,
+    outputs,
+    snapshot,
+    write_config,
+)
 
 
 def test_run_rotates_every_row_and_converges(
@@ -280,9 +146,14 @@ def test_per_endpoint_concurrency_limit_holds(world: World, tmp_path: Path) -> N
 
 
 def test_wrong_gateway_password_endpoint_not_attempted(
-    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("GW1_PASSWORD", "wrong-gateway-pass")
+    wrong_md5 = hashlib.md5(b"wrong-gateway-pass", usedforsecurity=False).hexdigest()
+    world.extra_secrets += ["wrong-gateway-pass", wrong_md5]
     json_path = world.out.parent / "r.json"
     assert cli(world, "run", "--json", str(json_path)) == 1
     record = json.loads(json_path.read_text())
@@ -293,28 +164,34 @@ def test_wrong_gateway_password_endpoint_not_attempted(
     others = [i for i in record["items"] if i["endpoint"] != "gw1"]
     assert {i["status"] for i in others} == {"rotated"}
     assert world.host.simulator("gw1").counters.writes == 0
-    for row in world.rows:
-        if row.endpoint == "gw1":
-            assert world.store.read_state(row.vault_path).current_version is None
-            assert world.store.read_state(row.vault_path).pending is None
-    wrong_md5 = hashlib.md5(b"wrong-gateway-pass", usedforsecurity=False).hexdigest()
-    text = outputs(world, capsys.readouterr()) + json_path.read_text()
-    assert "wrong-gateway-pass" not in text
-    assert wrong_md5 not in text
+    for row in world.rows_of("gw1"):
+        assert world.store.read_state(row.vault_path).current_version is None
+        assert world.store.read_state(row.vault_path).pending is None
+        assert world.held(row) == world.initial[row.label]
+    assert_no_secret_in_outputs(world, capsys.readouterr(), caplog, json_path)
 
 
 def test_vault_unreachable_at_start_exit_3_nothing_touched(
-    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    world: World,
+    openbao_client: hvac.Client,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("VAULT_ADDR", f"http://127.0.0.1:{port}")
-    assert cli(world, "run") == 3
-    err = capsys.readouterr().err
-    assert "unreachable" in err
-    assert world.token not in err
+    before = snapshot(world, openbao_client)
+    json_path = world.out.parent / "r.json"
+    assert cli(world, "run", "--json", str(json_path)) == 3
+    captured = capsys.readouterr()
+    assert "unreachable" in captured.err
     assert sum(world.host.simulator(n).counters.requests for n in world.states) == 0
+    assert snapshot(world, openbao_client) == before
+    assert not world.out.exists()
+    assert not json_path.exists()
+    assert_no_secret_in_outputs(world, captured, caplog)
 
 
 def test_report_after_run_is_compliant(world: World) -> None:

@@ -322,3 +322,69 @@ async def test_items_spread_over_endpoints_under_a_small_global_bound() -> None:
     # With endpoints interleaved, both endpoints work side by side rather than one after other.
     assert t1.max_in_flight == 1
     assert t2.max_in_flight == 1
+
+
+def runbook_with(store: MemoryStore, targets: dict[str, FakeTarget], **options: object) -> Runbook:
+    return Runbook(
+        settings(options.pop("concurrency", 64)),  # type: ignore[arg-type]
+        store,
+        targets,
+        Options(run_id="r1", mode="run", **options),
+    )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("spec", ["2", "10%"])
+async def test_max_failures_stops_starting_items_once_crossed(spec: str) -> None:
+    from rotate.pipeline import Threshold
+
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(30)
+    for row in rows:
+        target.behaviour[row.target] = "reject"
+    book = runbook_with(store, {"ep1": target}, concurrency=1, max_failures=Threshold.parse(spec))
+    out = await book.run(rows)
+    statuses = [i.status for i in out.items]
+    # 2 failures are tolerated (2, or 10 % of 30 = 3 -> 3); the next one crosses the line.
+    tolerated = 2 if spec == "2" else 3
+    assert statuses.count(Status.FAILED) == tolerated + 1
+    assert statuses.count(Status.NOT_ATTEMPTED) == 30 - tolerated - 1
+    assert target.pushes == tolerated + 1
+    assert "failure threshold crossed" in out.aborted
+    assert f"--max-failures {spec}" in out.aborted
+    skipped = next(i for i in out.items if i.status is Status.NOT_ATTEMPTED)
+    assert "run aborted" in skipped.reason
+    assert store.pending_paths() == []
+
+
+def test_threshold_parsing() -> None:
+    from rotate.pipeline import Threshold
+
+    assert Threshold.parse("5").limit(100) == 5
+    assert Threshold.parse("2.5%").limit(200) == 5
+    for bad in ("x", "-1", "1.5", "%"):
+        with pytest.raises(ValueError, match="count"):
+            Threshold.parse(bad)
+
+
+async def test_canary_failure_stops_the_rest() -> None:
+    store = MemoryStore()
+    t1, t2 = FakeTarget("ep1", store), FakeTarget("ep2", store)
+    rows = make_rows(5) + make_rows(5, "ep2")
+    t2.behaviour["t0"] = "reject"  # the second canary item (interleaved: ep1 t0, ep2 t0)
+    out = await runbook_with(store, {"ep1": t1, "ep2": t2}, canary=2).run(rows)
+    assert "canary failed: 1 of the first 2" in out.aborted
+    assert t1.pushes + t2.pushes == 2
+    statuses = [i.status for i in out.items]
+    assert statuses.count(Status.ROTATED) == 1
+    assert statuses.count(Status.FAILED) == 1
+    assert statuses.count(Status.NOT_ATTEMPTED) == 8
+
+
+async def test_canary_success_goes_on_with_the_rest() -> None:
+    store = MemoryStore()
+    t1, t2 = FakeTarget("ep1", store), FakeTarget("ep2", store)
+    rows = make_rows(5) + make_rows(5, "ep2")
+    out = await runbook_with(store, {"ep1": t1, "ep2": t2}, canary=3).run(rows)
+    assert out.aborted == ""
+    assert all(i.status is Status.ROTATED for i in out.items)

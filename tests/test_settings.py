@@ -269,3 +269,41 @@ def test_with_endpoint_urls_replaces_only_the_named_urls() -> None:
     assert moved.endpoints["gw1"].url == "http://127.0.0.1:40001"
     assert moved.endpoints["gw2"].url == settings.endpoints["gw2"].url
     assert settings.endpoints["gw1"].url == "http://127.0.0.1:8760"  # the original is frozen
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[run]\nlease_ttl_s = 0\n", "run.lease_ttl_s: must be greater than 0"),
+        ("[run]\nlease_name = 'a/b'\n", "run.lease_name: 'a/b' must be one path segment"),
+    ],
+)
+def test_bad_lease_settings_are_named(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in _rejected(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[policies.p]\nlength = 100000\n", "policies.p.length: 100000 is longer than 256"),
+        (
+            '[endpoints."a b/c"]\nsystem = "remotix"\nurl = "http://127.0.0.1:1"\n',
+            "[endpoints.a b/c]: an endpoint name is letters, digits",
+        ),
+    ],
+)
+def test_unusable_names_and_lengths_are_named(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in _rejected(tmp_path, text)
+
+
+def test_sparkview_write_refusals_are_a_setting(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[endpoints.gw]\nsystem = "sparkview"\nurl = "http://127.0.0.1:1"\n'
+        'gateway_password_env = "GW"\nwrite_refusals = ["Locked", "not found"]\n'
+    )
+    settings = load_settings(config, env={})
+    assert settings.endpoints["gw"].write_refusals == ("locked", "not found")
+    config.write_text(config.read_text().replace('["Locked", "not found"]', '"locked"'))
+    with pytest.raises(ConfigError, match="write_refusals"):
+        load_settings(config, env={})

@@ -304,3 +304,34 @@ def credential_fields(credential: Credential) -> dict[str, Any]:
     if credential.domain:
         data["domain"] = credential.domain
     return data
+
+
+def test_records_check_and_set(backend: Backend) -> None:
+    from rotate.errors import CasConflict
+
+    path = f"{backend.settings.lease_root}/default"
+    store = backend.store
+    assert store.read_record(path) is None
+    assert store.write_record(path, {"run_id": "a"}, 0) == 1
+    with pytest.raises(CasConflict):
+        store.write_record(path, {"run_id": "b"}, 0)
+    assert store.write_record(path, {"run_id": "a", "n": "2"}, 1) == 2
+    with pytest.raises(CasConflict):
+        store.write_record(path, {"run_id": "b"}, 1)
+    assert store.read_record(path) == ({"run_id": "a", "n": "2"}, 2)
+    store.delete_record(path)
+    assert store.read_record(path) is None
+    store.delete_record(path)  # idempotent
+    assert store.write_record(path, {"run_id": "c"}, 0) == 1
+
+
+def test_promotion_of_unknown_age_counts_as_never_rotated(backend: Backend) -> None:
+    path = backend.path("adopted")
+    store = backend.store
+    version = store.promote(path, OLD, None, "reconcile-1", None)
+    state = store.read_state(path)
+    assert state.current_version == version
+    assert state.rotated_at is None  # adopted: its age is unknown, so it is due
+    when = datetime(2026, 11, 1, tzinfo=UTC)
+    store.promote(path, NEW, version, "run-2", when)
+    assert store.read_state(path).rotated_at == when

@@ -270,3 +270,25 @@ async def test_sparkview_read_back_and_gateway_error_text(httpx_mock: HTTPXMock)
         await target.read_back(r)
     assert "gatewayPwd" not in str(info.value)
     await target.aclose()
+
+
+async def test_sparkview_write_error_is_in_doubt_unless_a_configured_refusal(
+    httpx_mock: HTTPXMock,
+) -> None:
+    """The gateway says 500 for everything: only a refusal word makes a write definite."""
+    from dataclasses import replace
+
+    httpx_mock.add_response(url="http://127.0.0.1:9002/CONTROL?target=gateway", json={})
+    httpx_mock.add_response(json=SERVER_LIST)
+    for _ in range(3):
+        httpx_mock.add_response(status_code=500, json={"error:": "internal error"})
+    httpx_mock.add_response(status_code=500, json={"error:": "Locked by policy"})
+    settings = replace(SV, write_refusals=("locked",))
+    target = build_target(settings, RUN, {}, Secret(GATEWAY))
+    await target.probe()
+    r = row(Kind.SERVER, "fin-rdp-01", "RDP")
+    with pytest.raises(OutcomeUnknown, match="internal error"):
+        await target.push(r, CRED)
+    with pytest.raises(Rejected, match="Locked by policy"):
+        await target.push(r, CRED)
+    await target.aclose()

@@ -72,6 +72,10 @@ class Simulator:
         if call is not None:
             self.state.forbidden_calls.append(call)
 
+    def is_write(self, request: web.Request) -> bool:
+        """Whether the request would change the state (what `Faults.writes_only` targets)."""
+        return request.method not in ("GET", "HEAD", "OPTIONS")
+
     # -- for subclasses -------------------------------------------------------------------
     def forbidden_call(self, request: web.Request) -> str | None:
         """A short description of the request if it is forbidden (no secret in it)."""

@@ -21,14 +21,16 @@ _RATES = ("error_rate", "rate_limit_rate", "hang_rate", "drop_rate", "apply_then
 class Faults:
     """What a simulator does wrong, and how often; every draw comes from one seeded generator.
 
-    Request faults (every API request, checked in this order after the latency):
-    `drop_rate` closes the connection without an answer; `hang_rate` sleeps `hang_s` (past a
-    client's timeout) and then answers normally, so a hung write is still applied;
-    `rate_limit_rate` answers 429 with `Retry-After: <retry_after_s>`; `error_rate` answers
-    `error_status` before the request is applied.
+    Request faults (every API request, or only writes with `writes_only`, checked in this
+    order after the latency): `drop_rate` closes the connection without an answer;
+    `hang_rate` sleeps `hang_s` (past a client's timeout) and then answers normally, so a hung
+    write is still applied; `rate_limit_rate` answers 429 with `Retry-After: <retry_after_s>`;
+    `error_rate` answers `error_status` before the request is applied.
     Write faults (writes only): a write whose target id is in `reject_targets` gets a definite
     rejection and is not applied; `apply_then_fail_rate` applies the write, then answers
     `apply_then_fail_status`, so the client cannot know the value was taken.
+    `max_faults` caps how many request and write faults are injected in all (None: no cap),
+    so "fail twice, then succeed" is deterministic; `injected` counts those injected so far.
     """
 
     latency_ms: float = 0.0
@@ -43,8 +45,11 @@ class Faults:
     apply_then_fail_rate: float = 0.0
     apply_then_fail_status: int = 500
     reject_targets: set[str] = field(default_factory=set)
+    writes_only: bool = False  # request faults spare reads (probes, read-backs)
+    max_faults: int | None = None
     seed: int | None = None
     rng: random.Random = field(init=False, repr=False, compare=False)
+    injected: int = field(init=False, default=0, compare=False)
 
     def __post_init__(self) -> None:
         for name in _RATES:
@@ -54,16 +59,24 @@ class Faults:
         for name in ("latency_ms", "latency_jitter_ms", "hang_s", "retry_after_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.max_faults is not None and self.max_faults < 0:
+            raise ValueError("max_faults must not be negative")
         self.reject_targets = set(self.reject_targets)
         self.rng = random.Random(self.seed)
 
     def roll(self, rate: float) -> bool:
-        """True with probability `rate`; rates of exactly 0 or 1 draw nothing."""
+        """True with probability `rate`, while `max_faults` allows; counts what it injects.
+
+        Rates of exactly 0 or 1 draw nothing, nor does a roll once the cap is reached.
+        """
         if rate <= 0.0:
             return False
-        if rate >= 1.0:
-            return True
-        return self.rng.random() < rate
+        if self.max_faults is not None and self.injected >= self.max_faults:
+            return False
+        hit = rate >= 1.0 or self.rng.random() < rate
+        if hit:
+            self.injected += 1
+        return hit
 
     def delay_s(self) -> float:
         """The latency to add to one request, in seconds."""
@@ -89,9 +102,13 @@ class Faults:
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise ValueError("reject_targets must be a list of strings")
                 kwargs[key] = set(value)
-            elif key == "seed":
+            elif key in ("seed", "max_faults"):
                 if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                    raise ValueError("seed must be an integer or null")
+                    raise ValueError(f"{key} must be an integer or null")
+                kwargs[key] = value
+            elif key == "writes_only":
+                if not isinstance(value, bool):
+                    raise ValueError("writes_only must be true or false")
                 kwargs[key] = value
             elif isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{key} must be a number")
@@ -133,6 +150,10 @@ class Faulty(Protocol):
         """Record the request if a rotation tool must never send it."""
         ...
 
+    def is_write(self, request: web.Request) -> bool:
+        """Whether the request would change the simulator's state."""
+        ...
+
 
 def fault_middleware(sim: Faulty) -> Middleware:
     """The outermost middleware: count, record forbidden calls, then inject request faults."""
@@ -155,6 +176,8 @@ def fault_middleware(sim: Faulty) -> Middleware:
             delay = faults.delay_s()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if faults.writes_only and not sim.is_write(request):
+                return await handler(request)
             if faults.roll(faults.drop_rate):
                 return _drop(request)
             if faults.roll(faults.hang_rate):

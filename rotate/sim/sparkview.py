@@ -258,6 +258,16 @@ class SparkViewSimulator(Simulator):
     def rejected_response(self) -> web.Response:
         return self.error_response(500, "rejected")
 
+    def is_write(self, request: web.Request) -> bool:
+        """Every call is a GET: a write is any /SERVER or /SYMLINK call but a list, and the
+        /CONTROL calls that reset two-factor enrolment or upload a licence."""
+        q = request.query
+        if request.path in ("/SERVER", "/SYMLINK"):
+            return q.get("action", "") != "list"
+        if request.path == "/CONTROL":
+            return q.get("target") == "twofa" or q.get("licenseFile", ".") != "."
+        return False
+
     def add_routes(self, app: web.Application) -> None:
         r = app.router
         r.add_get("/SERVER", self.server)

@@ -10,6 +10,7 @@ The layout it implements keeps the no-lost-credential invariants of DESIGN.md:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
@@ -41,9 +42,12 @@ class SecretStore(Protocol):
         credential: Credential,
         expected_version: int | None,
         run_id: str,
-        rotated_at: datetime,
+        rotated_at: datetime | None,
     ) -> int:
-        """Write the accepted credential as the new current version; return that version."""
+        """Write the accepted credential as the new current version; return that version.
+
+        `rotated_at` None records a password of unknown age (adopted): it counts as never
+        rotated, so the next run rotates it."""
         ...
 
     def discard(self, path: str) -> None:
@@ -52,6 +56,18 @@ class SecretStore(Protocol):
 
     def read_field(self, path: str, key: str) -> str:
         """One field of a secret (a gateway password, say); StoreError if missing."""
+        ...
+
+    def read_record(self, path: str) -> tuple[dict[str, str], int] | None:
+        """A bookkeeping record (a lease: never a secret) and its version, or None."""
+        ...
+
+    def write_record(self, path: str, data: Mapping[str, str], cas: int) -> int:
+        """Write a record with check-and-set `cas` (0: create only); CasConflict if it moved."""
+        ...
+
+    def delete_record(self, path: str) -> None:
+        """Delete a record; a no-op when there is none."""
         ...
 
     def close(self) -> None:

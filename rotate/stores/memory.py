@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from rotate.errors import PendingConflict, StoreError
+from rotate.errors import CasConflict, PendingConflict, StoreError
 from rotate.models import Credential, PendingCandidate, SecretState
 from rotate.settings import VaultSettings
 from rotate.stores.vault import (
-    META_ROTATED_AT,
     META_RUN_ID,
     cas_mismatch_message,
     check_path,
     credential_data,
     credential_from,
+    last_rotation,
     parse_time,
     pending_path_of,
     rotation_metadata,
@@ -35,7 +35,18 @@ _T = TypeVar("_T")
 
 #: the SecretStore methods `fail_next` can make fail
 METHODS = frozenset(
-    {"check", "read_state", "read_current", "stage", "promote", "discard", "read_field"}
+    {
+        "check",
+        "read_state",
+        "read_current",
+        "stage",
+        "promote",
+        "discard",
+        "read_field",
+        "read_record",
+        "write_record",
+        "delete_record",
+    }
 )
 
 
@@ -97,8 +108,7 @@ class MemoryStore:
             rotated_at: datetime | None = None
             run_id: str | None = None
             if entry and version:
-                rotated_at = parse_time(entry.custom_metadata.get(META_ROTATED_AT))
-                rotated_at = rotated_at or entry.created[-1]
+                rotated_at = last_rotation(entry.custom_metadata, utc_iso(entry.created[-1]))
                 run_id = entry.custom_metadata.get(META_RUN_ID) or None
             return SecretState(path, version or None, rotated_at, run_id, self._pending(path))
 
@@ -139,7 +149,7 @@ class MemoryStore:
         credential: Credential,
         expected_version: int | None,
         run_id: str,
-        rotated_at: datetime,
+        rotated_at: datetime | None,
     ) -> int:
         """Write the new current version (check-and-set), record the rotation, drop the
         candidate; in that order, as VaultStore does."""
@@ -160,7 +170,12 @@ class MemoryStore:
                 ):
                     raise StoreError(cas_mismatch_message(self._where(path), expected_version))
                 version = current
-            self._entries[path].custom_metadata.update(rotation_metadata(run_id, rotated_at))
+            meta = self._entries[path].custom_metadata
+            for key, value in rotation_metadata(run_id, rotated_at).items():
+                if value is None:
+                    meta.pop(key, None)
+                else:
+                    meta[key] = value
             self._entries.pop(pending_path_of(path, self._root), None)
             return version
 
@@ -190,6 +205,31 @@ class MemoryStore:
             return data[key]
 
         return self._call("read_field", run)
+
+    def read_record(self, path: str) -> tuple[dict[str, str], int] | None:
+        """A record's data and version, or None when there is none."""
+
+        def run() -> tuple[dict[str, str], int] | None:
+            entry = self._entries.get(path)
+            data = entry.latest() if entry else None
+            return (dict(data), entry.current_version) if entry and data is not None else None
+
+        return self._call("read_record", run)
+
+    def write_record(self, path: str, data: Mapping[str, str], cas: int) -> int:
+        """Write with check-and-set `cas` (0: create only); CasConflict when it moved."""
+
+        def run() -> int:
+            entry = self._entries.get(path)
+            if (entry.current_version if entry else 0) != cas:
+                raise CasConflict(f"{self._where(path)} changed (expected version {cas})")
+            return self._write(path, dict(data))
+
+        return self._call("write_record", run)
+
+    def delete_record(self, path: str) -> None:
+        """Delete a record with all its versions; a no-op when there is none."""
+        self._call("delete_record", lambda: self._entries.pop(path, None))
 
     def close(self) -> None:
         """Nothing to release; remembered so a test can check it was called."""

@@ -22,7 +22,7 @@ import requests
 from hvac.utils import format_url
 from requests.adapters import HTTPAdapter
 
-from rotate.errors import PendingConflict, StoreError, StoreUnavailable
+from rotate.errors import CasConflict, PendingConflict, StoreError, StoreUnavailable
 from rotate.models import Credential, PendingCandidate, Secret, SecretState
 from rotate.settings import VaultSettings
 
@@ -33,6 +33,7 @@ ClientFactory = Callable[[], hvac.Client]
 META_ROTATED_AT = "rotated_at"
 META_RUN_ID = "run_id"
 META_ROTATED_BY = "rotated_by"
+META_ADOPTED_AT = "adopted_at"
 ROTATED_BY = "rotate"
 
 _MAX_DETAIL = 200
@@ -102,9 +103,32 @@ def parse_time(value: object) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def rotation_metadata(run_id: str, rotated_at: datetime) -> dict[str, str]:
-    """The custom_metadata rotate sets on each promotion."""
+def rotation_metadata(run_id: str, rotated_at: datetime | None) -> dict[str, str | None]:
+    """The custom_metadata rotate sets on each promotion.
+
+    `rotated_at` None marks a password of unknown age (adopted from a target by reconcile):
+    `rotated_at` is removed (None deletes a key in a JSON merge patch) and `adopted_at` set,
+    so the planner sees the secret as never rotated and the next run rotates it.
+    """
+    if rotated_at is None:
+        return {
+            META_ROTATED_AT: None,
+            META_ADOPTED_AT: utc_iso(datetime.now(UTC)),
+            META_RUN_ID: run_id,
+            META_ROTATED_BY: ROTATED_BY,
+        }
     return {META_ROTATED_AT: utc_iso(rotated_at), META_RUN_ID: run_id, META_ROTATED_BY: ROTATED_BY}
+
+
+def last_rotation(custom: Mapping[str, Any], created: object) -> datetime | None:
+    """When the password was last set: our record, else the version's creation time, else
+    None for an adopted password of unknown age."""
+    recorded = parse_time(custom.get(META_ROTATED_AT))
+    if recorded is not None:
+        return recorded
+    if custom.get(META_ADOPTED_AT):
+        return None
+    return parse_time(created)
 
 
 def cas_mismatch_message(where: str, expected_version: int | None) -> str:
@@ -145,7 +169,7 @@ class VaultStore:
                 raise_exception=False,
                 params={"standbyok": "true", "perfstandbyok": "true"},
             )
-        except requests.exceptions.RequestException as exc:
+        except OSError as exc:  # requests' errors, and a CA bundle path that is no file
             raise StoreUnavailable(f"Vault at {addr} is unreachable: {_reason(exc)}") from None
         status, body = _status_and_json(health)
         # An uninitialised server is sealed too: say the more useful thing first.
@@ -169,7 +193,7 @@ class VaultStore:
                 f"Vault token refused by {addr}: it is invalid, expired or revoked "
                 "(or lacks the default policy, which lets a token look itself up)"
             ) from None
-        except requests.exceptions.RequestException as exc:
+        except OSError as exc:
             raise StoreUnavailable(f"Vault at {addr} is unreachable: {_reason(exc)}") from None
         except hvac_errors.VaultError as exc:
             raise StoreUnavailable(
@@ -192,7 +216,7 @@ class VaultStore:
             custom = meta.get("custom_metadata") or {}
             versions = meta.get("versions") or {}
             created = (versions.get(str(version)) or {}).get("created_time")
-            rotated_at = parse_time(custom.get(META_ROTATED_AT)) or parse_time(created)
+            rotated_at = last_rotation(custom, created)
             run_id = custom.get(META_RUN_ID) or None
         return SecretState(
             path=path,
@@ -249,7 +273,7 @@ class VaultStore:
         credential: Credential,
         expected_version: int | None,
         run_id: str,
-        rotated_at: datetime,
+        rotated_at: datetime | None,
     ) -> int:
         """Write the new current version (check-and-set), record the rotation, drop the
         candidate: three round trips, in that order, so a crash never loses the password."""
@@ -306,6 +330,41 @@ class VaultStore:
         if not isinstance(value, str):
             raise StoreError(f"field {key!r} of secret {where} is not a string")
         return value
+
+    # --- bookkeeping records (leases): plain string maps, never secrets ----------------------
+
+    def read_record(self, path: str) -> tuple[dict[str, str], int] | None:
+        """A record's data and KV version, or None when there is none."""
+        where = self._where(path)
+        with self._translate(where):
+            response = self._read_latest(self._client(), path)
+        if response is None:
+            return None
+        data = response["data"]["data"] or {}
+        return {str(k): str(v) for k, v in data.items()}, int(
+            response["data"]["metadata"]["version"]
+        )
+
+    def write_record(self, path: str, data: Mapping[str, str], cas: int) -> int:
+        """Write with check-and-set `cas` (0: create only); CasConflict when it moved."""
+        where = self._where(path)
+        with self._translate(where):
+            try:
+                written = self._client().secrets.kv.v2.create_or_update_secret(
+                    path, dict(data), cas=cas, mount_point=self._mount
+                )
+            except hvac_errors.InvalidRequest as exc:
+                if not _is_cas_mismatch(exc):
+                    raise
+                raise CasConflict(f"{where} changed (expected version {cas})") from None
+        return int(written["data"]["version"])
+
+    def delete_record(self, path: str) -> None:
+        """Delete a record with all its versions; a no-op when there is none."""
+        with self._translate(self._where(path)):
+            self._client().secrets.kv.v2.delete_metadata_and_all_versions(
+                path, mount_point=self._mount
+            )
 
     def close(self) -> None:
         """Close every thread's session; later calls fail with StoreError."""
@@ -434,7 +493,7 @@ class VaultStore:
             return None
         return version if current == credential else None
 
-    def _record_rotation(self, client: hvac.Client, path: str, ours: dict[str, str]) -> None:
+    def _record_rotation(self, client: hvac.Client, path: str, ours: dict[str, str | None]) -> None:
         """Merge our keys into custom_metadata, keeping whatever keys users have set.
 
         One PATCH (JSON merge patch, Vault >= 1.10 and OpenBao) merges server-side in one
@@ -455,6 +514,7 @@ class VaultStore:
         meta = self._read_metadata(client, path) or {}
         merged = dict(meta.get("custom_metadata") or {})
         merged.update(ours)
+        merged = {k: v for k, v in merged.items() if v is not None}
         # A raw POST: hvac's update_metadata would also reset delete_version_after.
         client.adapter.post(url, json={"custom_metadata": merged})
 
@@ -503,6 +563,8 @@ class VaultStore:
             ) from None
         except requests.exceptions.RequestException as exc:
             raise StoreError(f"Vault request on {where} failed: {type(exc).__name__}") from None
+        except OSError as exc:  # e.g. a CA bundle path that is no file
+            raise StoreError(f"Vault request on {where} failed: {_reason(exc)}") from None
 
     def _detail(self, exc: hvac_errors.VaultError, secrets: tuple[str, ...]) -> str:
         """HTTP status and Vault's own error strings, with every known secret masked."""
@@ -545,6 +607,12 @@ def _reason(exc: BaseException) -> str:
     inner: object = exc.args[0] if exc.args else None
     reason = getattr(inner, "reason", None)
     text = str(reason if isinstance(reason, BaseException) else exc)
+    if reason is None and isinstance(inner, BaseException) and len(inner.args) == 2:
+        # A dropped connection: urllib3's ProtocolError("Connection aborted.", <the cause>).
+        head, cause = inner.args
+        if isinstance(cause, BaseException):
+            said = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+            text = f"{str(head).rstrip('.')}: {said or type(cause).__name__}"
     for marker in ("Failed to establish a new connection: ", "Caused by "):
         if marker in text:
             text = text.rsplit(marker, 1)[1]

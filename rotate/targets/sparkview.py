@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import httpx
 
@@ -19,11 +20,27 @@ def gateway_hash(password: Secret) -> Secret:
 
 
 def _failure(response: httpx.Response) -> ErrorText | None:
-    """A 500 with the gateway's `error:` body is the gateway's definite "no"; others may pass."""
+    """Reads: a 500 with the gateway's `error:` body is its definite "no"; others may pass."""
     detail = error_text(response)
     if response.status_code == 500 and detail:
         return f"gateway error: {detail}", True
     return None
+
+
+def _write_failure(refusals: tuple[str, ...]) -> Callable[[httpx.Response], ErrorText | None]:
+    """Writes: the gateway answers *every* failure as a 500 with an `error:` body, including
+    one that comes after it applied the update (an internal error), so only a refusal (the
+    endpoint's `write_refusals` words) is a definite "no"; any other failure leaves the
+    outcome unknown and the candidate pending."""
+
+    def classify(response: httpx.Response) -> ErrorText | None:
+        detail = error_text(response)
+        if response.status_code == 500 and detail:
+            refused = any(word in detail.lower() for word in refusals)
+            return f"gateway error: {detail}", refused
+        return None
+
+    return classify
 
 
 class SparkViewTarget:
@@ -101,7 +118,7 @@ class SparkViewTarget:
             "/SERVER",
             params=params,
             write=True,
-            failure=_failure,
+            failure=_write_failure(self.settings.write_refusals),
             what="GET /SERVER?action=update",
             secrets=(credential.password,),
         )

@@ -1,0 +1,321 @@
+"""Pytest plugin: a `World` (the CLI in-process against a real OpenBao and the simulators on
+loopback, on the demo inventory) and the helpers that look at it: what Vault and the targets
+hold, whether anyone is locked out, and whether a secret reached any output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hvac
+import pytest
+
+from rotate import passwords
+from rotate.cli import main
+from rotate.demo import sim_password
+from rotate.devvault import DEV_MOUNT, DevVault
+from rotate.inventory import load_inventory
+from rotate.models import Row, Secret
+from rotate.settings import PolicySettings, Settings, VaultSettings, load_settings
+from rotate.sim.host import SimulatorHost
+from rotate.sim.remotix import RemotixState
+from rotate.sim.seed import seed_states
+from rotate.sim.sparkview import SparkViewState
+from rotate.stores.vault import VaultStore
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+DEMO_CSV = ROOT / "inventories" / "demo.csv"
+DEMO_TOML = ROOT / "inventories" / "demo.toml"
+GATEWAYS = {"GW1_PASSWORD": "gw1-Secret-pass", "GW2_PASSWORD": "gw2-Secret-pass"}
+#: the thread the simulators serve from: its log records are theirs, not the product's
+SIM_THREAD = "rotate-sim"
+
+
+@dataclass
+class World:
+    """A scene: config file on the simulators, env for the CLI, the rows and their states."""
+
+    config: Path
+    inventory: Path
+    settings: Settings
+    rows: list[Row]
+    states: dict[str, RemotixState | SparkViewState]
+    host: SimulatorHost
+    store: VaultStore  # straight to the server, even when the CLI goes through a proxy
+    token: str = field(repr=False)
+    out: Path
+    vault: DevVault
+    client: hvac.Client  # root, straight to the server: to set a scene up or look behind
+    initial: dict[str, str] = field(default_factory=dict, repr=False)  # label -> seeded password
+    generated: list[str] = field(default_factory=list, repr=False)  # every candidate made
+    extra_secrets: list[str] = field(default_factory=list, repr=False)  # e.g. other tokens
+
+    def row(self, label: str) -> Row:
+        return next(r for r in self.rows if r.label == label)
+
+    def rows_of(self, endpoint: str) -> list[Row]:
+        return [r for r in self.rows if r.endpoint == endpoint]
+
+    def held(self, row: Row) -> str | None:
+        """The password the simulator holds for a row (None: no such object there)."""
+        return sim_password(self.states[row.endpoint], row)
+
+    def current(self, row: Row) -> str | None:
+        """Vault's current password of a row."""
+        credential = self.store.read_current(row.vault_path)
+        return credential.password.reveal() if credential is not None else None
+
+    def pending(self, row: Row) -> str | None:
+        """The pending candidate of a row, if any."""
+        candidate = self.store.read_state(row.vault_path).pending
+        return candidate.credential.password.reveal() if candidate is not None else None
+
+    def version(self, row: Row) -> int | None:
+        return self.store.read_state(row.vault_path).current_version
+
+
+def write_config(
+    path: Path, vault: VaultSettings, urls: dict[str, str], replace: dict[str, str] | None = None
+) -> Path:
+    text = DEMO_TOML.read_text()
+    # Point the demo config at this test's Vault prefix and simulators.
+    text = text.replace('prefix = "rotate"', f'prefix = "{vault.prefix}"')
+    for name, url in urls.items():
+        marker = f"[endpoints.{name}]\n"
+        head, tail = text.split(marker)
+        first, rest = tail.split("\n", 2)[:2], tail.split("\n", 2)[2]
+        lines = [ln if not ln.startswith("url =") else f'url = "{url}"' for ln in first]
+        text = head + marker + "\n".join(lines) + "\n" + rest
+    for old, new in (replace or {}).items():
+        assert old in text
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
+def reconfigure(world: World, replace: dict[str, str]) -> Path:
+    """Rewrite the world's config file (same Vault prefix and simulators) with replacements."""
+    return write_config(world.config, world.settings.vault, dict(world.host.urls), replace)
+
+
+WorldFactory = Callable[..., World]
+
+
+@pytest.fixture
+def make_world(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sim_host: SimulatorHost,
+    caplog: pytest.LogCaptureFixture,
+) -> Iterator[WorldFactory]:
+    """Build the test's World on a given OpenBao server (once per test: the simulators are
+    named after the endpoints). `addr` is where the CLI reaches Vault (a proxy, say)."""
+    made: list[World] = []
+
+    def make(vault: DevVault, *, addr: str | None = None) -> World:
+        assert not made, "one World per test"
+        vault_settings = vault.settings(prefix=f"rotate-test-{uuid.uuid4().hex[:8]}", timeout_s=5.0)
+        monkeypatch.setenv("VAULT_ADDR", addr or vault.addr)
+        monkeypatch.setenv("VAULT_TOKEN", vault.token.reveal())
+        monkeypatch.delenv("ROTATE_CONFIG", raising=False)
+        for k, v in GATEWAYS.items():
+            monkeypatch.setenv(k, v)
+        # The URLs are placeholders until the simulators have ports.
+        settings = load_settings(DEMO_TOML, env={**os.environ})
+        rows = load_inventory(DEMO_CSV, settings)
+        states = seed_states(rows, settings.endpoints, rng_seed=7)
+        urls = {}
+        for name, state in states.items():
+            endpoint = settings.endpoints[name]
+            gw = GATEWAYS.get(endpoint.gateway_password_env or "")
+            urls[name] = sim_host.add_endpoint(endpoint, state, gateway_password=gw)
+        config = write_config(tmp_path / "rotate.toml", vault_settings, urls)
+        settings = load_settings(config)
+        # Explicit vault paths get this test's prefix too, so tests never share a secret.
+        inventory = tmp_path / "inventory.csv"
+        inventory.write_text(DEMO_CSV.read_text().replace(",rotate/", f",{vault_settings.prefix}/"))
+        rows = load_inventory(inventory, settings)
+        world = World(
+            config=config,
+            inventory=inventory,
+            settings=settings,
+            rows=rows,
+            states=states,
+            host=sim_host,
+            store=VaultStore(vault_settings),
+            token=vault.token.reveal(),
+            out=tmp_path / "reports",
+            vault=vault,
+            client=hvac.Client(url=vault.addr, token=vault.token.reveal()),
+        )
+        world.initial = {r.label: p for r in rows if (p := world.held(r)) is not None}
+        # Every candidate the pipeline makes, so a discarded one is still looked for.
+        generate = passwords.generate
+
+        def recording(policy: PolicySettings) -> Secret:
+            secret = generate(policy)
+            world.generated.append(secret.reveal())
+            return secret
+
+        monkeypatch.setattr(passwords, "generate", recording)
+        # Every level, so a secret in a debug line is caught too.
+        caplog.set_level(logging.DEBUG)
+        made.append(world)
+        return world
+
+    yield make
+    for world in made:
+        world.store.close()
+        world.client.adapter.close()
+
+
+@pytest.fixture
+def world(make_world: WorldFactory, openbao: DevVault) -> World:
+    """The demo inventory on the session's OpenBao (a prefix of its own) and fresh simulators."""
+    return make_world(openbao)
+
+
+def cli(world: World, *args: str, config: Path | None = None) -> int:
+    """`rotate <args[0]> INVENTORY --config ... --out-dir ... <args[1:]>`, in-process."""
+    return main(
+        [
+            args[0],
+            str(world.inventory),
+            "--config",
+            str(config or world.config),
+            "--out-dir",
+            str(world.out),
+            *args[1:],
+        ]
+    )
+
+
+def snapshot(world: World, client: hvac.Client) -> dict[str, Any]:
+    """Everything a run could change: Vault's secrets (current and pending) and target state."""
+    vault = {}
+    for row in world.rows:
+        for path in (row.vault_path, f"{world.settings.vault.pending_root}/{row.vault_path}"):
+            try:
+                meta = client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=DEV_MOUNT)
+                vault[path] = meta["data"]["current_version"], meta["data"]["updated_time"]
+            except hvac.exceptions.InvalidPath:
+                vault[path] = None
+    targets = {row.label: sim_password(world.states[row.endpoint], row) for row in world.rows}
+    return {"vault": vault, "targets": targets}
+
+
+# --- the invariants -----------------------------------------------------------------------
+
+
+def adopt(world: World) -> None:
+    """Vault learns every target's password as its current version (as after a first run), so
+    "the target holds Vault's current or the pending candidate" can be checked for each row."""
+    for row in world.rows:
+        held = world.held(row)
+        if held is None:
+            continue
+        data = {"username": row.username, "password": held}
+        if row.domain:
+            data["domain"] = row.domain
+        world.client.secrets.kv.v2.create_or_update_secret(
+            row.vault_path, data, cas=0, mount_point=DEV_MOUNT
+        )
+
+
+def lockouts(world: World) -> list[str]:
+    """Rows whose target holds a password that is neither Vault's current nor the pending."""
+    problems = []
+    for row in world.rows:
+        held = world.held(row)
+        if held is None:
+            continue  # no such object on the target: nothing to lock out of
+        known = {world.current(row), world.pending(row)} - {None}
+        if held not in known:
+            problems.append(f"{row.label}: the target holds a password Vault does not have")
+    return problems
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+# --- no secret in any output --------------------------------------------------------------
+
+
+def all_secrets(world: World) -> list[str]:
+    """Every secret that must never reach an output: tokens, gateway passwords and their MD5,
+    and every password a target or Vault ever held or the pipeline ever made in this test."""
+    values = [world.token, *GATEWAYS.values(), *world.extra_secrets]
+    values += [
+        hashlib.md5(v.encode(), usedforsecurity=False).hexdigest() for v in GATEWAYS.values()
+    ]
+    values += [*world.initial.values(), *world.generated]
+    for row in world.rows:
+        for value in (world.held(row), world.current(row), world.pending(row)):
+            if value:
+                values.append(value)
+    return values
+
+
+def outputs(world: World, captured: pytest.CaptureResult[str]) -> str:
+    """stdout, stderr and every file in the report directory (HTML, JSON, CSV, --json)."""
+    text = captured.out + captured.err
+    for f in sorted(world.out.glob("*")):
+        text += f.read_text()
+    return text
+
+
+def log_text(caplog: pytest.LogCaptureFixture) -> str:
+    """The product's log records (the simulators' own are left out), tracebacks included."""
+    formatter = logging.Formatter()
+    parts = []
+    for record in caplog.records:
+        if record.threadName == SIM_THREAD:
+            continue
+        parts.append(record.getMessage())
+        if record.exc_info:
+            parts.append(formatter.formatException(record.exc_info))
+    return "\n".join(parts)
+
+
+def assert_no_secret_in_outputs(
+    world: World,
+    captured: pytest.CaptureResult[str],
+    caplog: pytest.LogCaptureFixture,
+    *files: Path,
+) -> None:
+    """No secret of `all_secrets` in stdout, stderr, the log, the reports or `files`."""
+    places = {
+        "stdout": captured.out,
+        "stderr": captured.err,
+        "log": log_text(caplog),
+        **{f.name: f.read_text() for f in sorted({*world.out.glob("*"), *files})},
+    }
+    secrets = [s for s in all_secrets(world) if len(s) >= 6]
+    assert len(secrets) > len(world.rows), "the secrets to look for were not collected"
+    leaks = [
+        f"secret #{i} in {where}"
+        for where, text in places.items()
+        for i, secret in enumerate(secrets)
+        if secret in text
+    ]
+    assert leaks == [], leaks  # names the place, never the secret
+
+
+def record_of(path: Path) -> dict[str, Any]:
+    """A `--json` record."""
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
