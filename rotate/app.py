@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rotate import __version__
 from rotate.errors import (
     EXIT_ITEMS_FAILED,
     EXIT_OK,
@@ -23,6 +25,7 @@ from rotate.inventory import load_inventory
 from rotate.lease import Lease
 from rotate.models import Credential, Row, RunRecord, Secret, Status, System
 from rotate.pipeline import Options, Outcome, Runbook, Threshold
+from rotate.planner import Shard
 from rotate.progress import NullProgress, Progress
 from rotate.report import ReportPaths, write_json, write_reports
 from rotate.settings import Settings
@@ -48,6 +51,9 @@ class Invocation:
     max_failures: Threshold | None = None
     canary: int = 0
     repush: bool = False  # reconcile: re-send Vault's current password to write-only targets
+    plan_hash: str | None = None  # run: refuse unless the approved plan still holds
+    shard: Shard | None = None  # only this part of the inventory, under a lease of its own
+    schedule_days: float | None = None  # report: days until the next scheduled run
     progress: Progress = field(default_factory=NullProgress)
 
 
@@ -58,6 +64,15 @@ class Result:
     record: RunRecord
     reports: ReportPaths
     exit_code: int
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks (an inventory may be large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def new_run_id(now: datetime) -> str:
@@ -88,6 +103,10 @@ class _Unavailable:
 
     async def read_back(self, row: Row) -> Secret | None:  # pragma: no cover
         raise EndpointUnavailable(self.why)
+
+    @property
+    def requests(self) -> int:
+        return 0
 
     async def aclose(self) -> None:
         pass
@@ -154,6 +173,7 @@ async def _drive(
     targets: Mapping[str, Target],
     run_id: str,
     lease: Lease | None,
+    inputs_digest: str,
 ) -> Outcome:
     options = Options(
         run_id=run_id,
@@ -162,6 +182,10 @@ async def _drive(
         concurrency=invocation.concurrency,
         max_failures=invocation.max_failures,
         canary=invocation.canary,
+        inputs_digest=inputs_digest,
+        expected_plan_hash=invocation.plan_hash,
+        schedule_days=invocation.schedule_days,
+        check_drift=invocation.shard is None,
     )
     runbook = Runbook(invocation.settings, store, targets, options, invocation.progress)
     keeper = asyncio.create_task(_keep_lease(lease, runbook)) if lease else None
@@ -207,26 +231,36 @@ def execute(invocation: Invocation, store_factory: StoreFactory = default_store)
     """Check the inputs, then Vault, then drive the pipeline and write the reports."""
     settings = invocation.settings
     rows = load_inventory(invocation.inventory, settings)
+    if invocation.shard is not None:
+        rows = [r for r in rows if invocation.shard.holds(r)]
     if invocation.mode != "report":
         check_environment(rows, settings)
+    inventory_sha = file_sha256(invocation.inventory)
+    config_sha = file_sha256(Path(settings.source)) if settings.source != "<defaults>" else ""
     started = datetime.now(UTC)
     run_id = new_run_id(started)
     store = store_factory(settings)
     lease: Lease | None = None
+    targets: dict[str, Target] = {}
     try:
         identity = store.check()
         log.info("run %s (%s) as %s on %s", run_id, invocation.mode, identity, settings.vault.addr)
         if invocation.mode in WRITERS:
+            name = settings.run.lease_name
+            if invocation.shard is not None:
+                name = f"{name}-{invocation.shard.label}"
             lease = Lease(
                 store,
-                f"{settings.vault.lease_root}/{settings.run.lease_name}",
+                f"{settings.vault.lease_root}/{name}",
                 run_id,
                 invocation.mode,
                 settings.run.lease_ttl_s,
             )
             lease.acquire()
         targets = build_targets(rows, settings, store) if invocation.mode != "report" else {}
-        outcome = asyncio.run(_drive(invocation, rows, store, targets, run_id, lease))
+        outcome = asyncio.run(
+            _drive(invocation, rows, store, targets, run_id, lease, inventory_sha + config_sha)
+        )
     finally:
         if lease is not None:
             lease.release()
@@ -244,6 +278,17 @@ def execute(invocation: Invocation, store_factory: StoreFactory = default_store)
         vault_addr=settings.vault.addr,
         vault_mount=settings.vault.mount,
         aborted=outcome.aborted,
+        identity=identity,
+        tool_version=__version__,
+        inventory_sha256=inventory_sha,
+        config_sha256=config_sha,
+        plan_hash=outcome.plan_hash,
+        schedule_days=invocation.schedule_days,
+        drift=outcome.drift,
+        stats={
+            "vault_requests": int(getattr(store, "requests", 0)),
+            "vendor_requests": sum(t.requests for t in targets.values()),
+        },
     )
     paths = write_reports(record, invocation.out_dir)
     if invocation.json_path is not None:

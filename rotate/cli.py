@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rotate import __version__
 from rotate.errors import EXIT_INTERRUPTED, RotateError
 from rotate.pipeline import Threshold
+from rotate.planner import Shard
 from rotate.progress import BarProgress, LogProgress, NullProgress, Progress
 from rotate.settings import load_settings
 
@@ -47,6 +48,23 @@ def _verbosity(parser: argparse.ArgumentParser, default: object) -> None:
     )
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 36500:
+        raise argparse.ArgumentTypeError("must be more than 0 (days)")
+    return value
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _threshold(text: str) -> Threshold:
     try:
         return Threshold.parse(text)
@@ -67,6 +85,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=Path("reports"),
         help="where the HTML, JSON and CSV reports go (default: reports/)",
+    )
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="K/N",
+        help="only the K-th of N parts of the inventory (0 <= K < N, a stable hash of each "
+        "credential), under a lease of its own: N schedulers share one inventory",
     )
     parser.add_argument(
         "--json",
@@ -128,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="rotate N items first (spread over the endpoints); stop if any fails; exit 3",
     )
 
+    p.add_argument(
+        "--plan-hash",
+        default=None,
+        metavar="H",
+        help="refuse (exit 3) unless inventory, config and due set are those of the approved "
+        "plan H (printed by `rotate plan`)",
+    )
+
     p = command("reconcile", help="compare targets with Vault and repair either side")
     _common(p)
     p.add_argument(
@@ -138,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("report", help="compliance report from Vault state (reads only)")
     _common(p)
+    p.add_argument(
+        "--schedule-days",
+        type=_positive_float,
+        default=None,
+        metavar="D",
+        help="days until the next scheduled run: flag rows that will be overdue before it",
+    )
 
     p = command("demo", help="the embedded default: OpenBao, simulators, plan/run/report")
     p.add_argument(
@@ -242,10 +283,18 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         max_failures=getattr(args, "max_failures", None),
         canary=getattr(args, "canary", 0),
         repush=getattr(args, "repush", False),
+        plan_hash=getattr(args, "plan_hash", None),
+        schedule_days=getattr(args, "schedule_days", None),
+        shard=args.shard,
         progress=_progress(args, console),
     )
     result = execute(invocation)
     print(summary_line(result.record))
+    if result.record.plan_hash:
+        print(
+            f"plan hash: {result.record.plan_hash}  (approve it with: rotate run "
+            f"{args.inventory} --plan-hash {result.record.plan_hash})"
+        )
     print(f"report: {result.reports.html}")
     print(f"data:   {result.reports.json} {result.reports.csv}")
     return result.exit_code

@@ -6,7 +6,8 @@
     │   └── InventoryError           2  carries every Problem found, by row and column
     ├── RefusedError                 3  the run was refused or aborted before or while running
     │   ├── StoreUnavailable         3  Vault unreachable, sealed, or the token is refused
-    │   └── LeaseHeld                3  another run holds the lease on these credentials
+    │   ├── LeaseHeld                3  another run holds the lease on these credentials
+    │   └── PlanChanged              3  `run --plan-hash`: the approved plan no longer holds
     ├── StoreError                   -  a Vault call failed for one item (recorded, not raised)
     │   ├── PendingConflict          -  another run's candidate sits on the pending path
     │   └── CasConflict              -  a bookkeeping record changed under us (check-and-set)
@@ -88,6 +89,10 @@ class StoreUnavailable(RefusedError):
 
 class LeaseHeld(RefusedError):
     """Another live run holds the lease on these credentials."""
+
+
+class PlanChanged(RefusedError):
+    """`rotate run --plan-hash H`: the inventory, config or due set changed since the plan."""
 
 
 class StoreError(RotateError):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -82,6 +83,7 @@ class Status(enum.StrEnum):
     COMPLIANT = "compliant"
     OVERDUE = "overdue"
     NEVER_ROTATED = "never_rotated"
+    LAST_ATTEMPT_FAILED = "last_attempt_failed"  # report: the latest rotation attempt failed
     IN_SYNC = "in_sync"  # reconcile: target, Vault current and pending agree
     REPAIRED = "repaired"  # reconcile: Vault or the target was brought back in line
 
@@ -158,6 +160,7 @@ class SecretState:
     rotated_at: datetime | None  # last promotion by rotate, else the version's created_time
     last_run_id: str | None
     pending: PendingCandidate | None
+    last_failure_at: datetime | None = None  # the latest failed or in-doubt attempt
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,10 @@ class ItemResult:
     error: str = ""
     duration_s: float = 0.0
     last_rotated: datetime | None = None
+    age_days: float | None = None  # at the time of the record; None: never rotated
+    max_age_days: int | None = None  # the row's, else the config's default
+    due_before_next_run: bool | None = None  # report: overdue before the next scheduled run
+    last_failure_at: datetime | None = None  # the latest failed or in-doubt attempt, if any
 
     def as_record(self) -> dict[str, object]:
         """The `--json` item record of DESIGN.md (and a little more)."""
@@ -197,6 +204,11 @@ class ItemResult:
             "error": self.error,
             "duration_s": round(self.duration_s, 3),
             "last_rotated": self.last_rotated.isoformat() if self.last_rotated else None,
+            "policy": r.policy,
+            "age_days": round(self.age_days, 2) if self.age_days is not None else None,
+            "max_age_days": self.max_age_days,
+            "due_before_next_run": self.due_before_next_run,
+            "last_failure_at": self.last_failure_at.isoformat() if self.last_failure_at else None,
         }
 
 
@@ -208,6 +220,14 @@ class EndpointProbe:
     system: System
     ok: bool
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Compliance drift: secrets under the prefix with no row, rows with no secret."""
+
+    secrets_without_row: tuple[str, ...] = ()
+    rows_without_secret: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -226,6 +246,14 @@ class RunRecord:
     vault_addr: str = ""
     vault_mount: str = ""
     aborted: str = ""  # why the run stopped early, if it did
+    identity: str = ""  # who ran it: the Vault token's display name or entity
+    tool_version: str = ""
+    inventory_sha256: str = ""
+    config_sha256: str = ""
+    plan_hash: str = ""  # plan: what `rotate run --plan-hash` must match
+    schedule_days: float | None = None  # report: days until the next scheduled run
+    drift: Drift | None = None  # report: Vault and the inventory disagreeing
+    stats: Mapping[str, int] = field(default_factory=dict)  # round trips to Vault and vendors
 
     def summary(self) -> dict[str, int]:
         """Counts by status; the six DESIGN.md keys are always present."""

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
@@ -15,12 +15,14 @@ from rotate import passwords, planner
 from rotate.errors import (
     EndpointUnavailable,
     OutcomeUnknown,
+    PlanChanged,
     Rejected,
     StoreError,
     TargetError,
 )
 from rotate.models import (
     Credential,
+    Drift,
     EndpointProbe,
     ItemResult,
     Row,
@@ -74,6 +76,10 @@ class Options:
     concurrency: int | None = None  # overrides [run] concurrency
     max_failures: Threshold | None = None  # stop starting items once crossed
     canary: int = 0  # rotate this many items first; stop if any of them fails
+    inputs_digest: str = ""  # SHA-256 of inventory and config, for the plan hash
+    expected_plan_hash: str | None = None  # run: refuse unless the plan is still this one
+    schedule_days: float | None = None  # report: days until the next scheduled run
+    check_drift: bool = True  # report: off for a shard, which cannot tell others' secrets
 
 
 @dataclass
@@ -83,6 +89,8 @@ class Outcome:
     items: list[ItemResult]
     probes: list[EndpointProbe] = field(default_factory=list)
     aborted: str = ""  # why the run stopped starting items, if it did
+    plan_hash: str = ""
+    drift: Drift | None = None
 
 
 def interleave(items: Sequence[T], key: Callable[[T], str]) -> list[T]:
@@ -139,9 +147,18 @@ class Runbook:
     async def read_states(self, rows: Sequence[Row]) -> list[SecretState | StoreError]:
         """Vault's view of every row; a failed read is kept as the item's error."""
 
+        # One LIST tells which rows have a candidate: in the usual case none, which saves a
+        # read per row.
+        try:
+            pending: set[str] | None = await self._vault(self.store.list_pending)
+        except StoreError as exc:
+            log.warning("could not list pending candidates (%s); reading each row's", exc)
+            pending = None
+
         async def one(row: Row) -> SecretState | StoreError:
+            look = pending is None or row.vault_path in pending
             try:
-                return await self._vault(self.store.read_state, row.vault_path)
+                return await self._vault(self.store.read_state, row.vault_path, look)
             except StoreError as exc:
                 return exc
 
@@ -172,6 +189,7 @@ class Runbook:
         states = await self.read_states(rows)
         probes = await self.probe(sorted({r.endpoint for r in rows}))
         items = []
+        due: list[str] = []
         for row, state in zip(rows, states, strict=True):
             if isinstance(state, StoreError):
                 items.append(
@@ -187,8 +205,11 @@ class Runbook:
             if decision.due and not probe.ok:
                 status = Status.NOT_ATTEMPTED
                 reason = f"{reason}; endpoint {row.endpoint} failed its probe: {probe.detail}"
+            if decision.due:
+                due.append(row.vault_path)
             items.append(self._from_state(row, state, status, reason))
-        return Outcome(items, list(probes.values()))
+        plan_hash = planner.plan_hash(self.options.inputs_digest, due)
+        return Outcome(items, list(probes.values()), plan_hash=plan_hash)
 
     async def report(self, rows: Sequence[Row]) -> Outcome:
         """Compliance of every row, from Vault alone."""
@@ -201,9 +222,32 @@ class Runbook:
                     ItemResult(row, Status.FAILED, vault_path=row.vault_path, error=str(state))
                 )
                 continue
-            status, reason = planner.compliance(row, state, now, self.settings.run.max_age_days)
-            items.append(self._from_state(row, state, status, reason))
-        return Outcome(items)
+            status, reason, soon = planner.compliance(
+                row, state, now, self.settings.run.max_age_days, self.options.schedule_days
+            )
+            item = self._from_state(row, state, status, reason)
+            items.append(replace(item, due_before_next_run=soon))
+        drift = await self.drift(rows, states) if self.options.check_drift else None
+        return Outcome(items, drift=drift)
+
+    async def drift(
+        self, rows: Sequence[Row], states: Sequence[SecretState | StoreError]
+    ) -> Drift | None:
+        """Secrets under the prefix that no row names, and rows that have no secret."""
+        try:
+            listed = await self._vault(self.store.list_paths, self.settings.vault.prefix)
+        except StoreError as exc:
+            log.warning("drift not checked: %s", exc)
+            return None
+        known = {r.vault_path for r in rows}
+        return Drift(
+            secrets_without_row=tuple(p for p in listed if p not in known),
+            rows_without_secret=tuple(
+                r.label
+                for r, st in zip(rows, states, strict=True)
+                if isinstance(st, SecretState) and st.current_version is None
+            ),
+        )
 
     async def run(self, rows: Sequence[Row]) -> Outcome:
         """Rotate every due row: bounded globally, per endpoint by the targets, never cancelling."""
@@ -225,6 +269,17 @@ class Runbook:
             else:
                 decisions.append((i, row, state, decision))
 
+        expected = self.options.expected_plan_hash
+        if expected is not None:
+            actual = planner.plan_hash(
+                self.options.inputs_digest, (row.vault_path for _, row, _, _ in decisions)
+            )
+            if actual != expected:
+                raise PlanChanged(
+                    f"the plan changed since it was approved (plan hash {actual}, approved "
+                    f"{expected}): the inventory, the config or the set of due credentials "
+                    "differs; run `rotate plan` again and approve the new plan"
+                )
         due_endpoints = sorted({row.endpoint for _, row, _, _ in decisions})
         probes = await self.probe(due_endpoints)
         work: list[tuple[int, Row, SecretState, planner.Decision]] = []
@@ -294,6 +349,23 @@ class Runbook:
     async def rotate_one(
         self, row: Row, state: SecretState, decision: planner.Decision
     ) -> ItemResult:
+        """One item's rotation; a failure is also noted in Vault for the compliance report."""
+        result = await self._attempt(row, state, decision)
+        if result.status in (Status.FAILED, Status.IN_DOUBT):
+            at = now_utc()
+            try:
+                await self._vault(
+                    self.store.record_failure, row.vault_path, self.options.run_id, at
+                )
+            except StoreError as exc:
+                log.warning("%s: the failure could not be noted in Vault (%s)", row.label, exc)
+            else:
+                result = replace(result, last_failure_at=at)
+        return result
+
+    async def _attempt(
+        self, row: Row, state: SecretState, decision: planner.Decision
+    ) -> ItemResult:
         """Stage -> push -> verify -> promote; every failure becomes this item's outcome."""
         started = time.monotonic()
         target = self.targets[row.endpoint]
@@ -318,6 +390,9 @@ class Runbook:
                 error=error,
                 duration_s=time.monotonic() - started,
                 last_rotated=rotated_at or state.rotated_at,
+                age_days=0.0 if rotated_at else planner.age_days(state, now_utc()),
+                max_age_days=planner.max_age(row, self.settings.run.max_age_days),
+                last_failure_at=state.last_failure_at,
             )
 
         # 1. Stage: the candidate is durably in Vault before the target sees it.
@@ -432,4 +507,7 @@ class Runbook:
             reason=reason,
             error=error,
             last_rotated=state.rotated_at,
+            age_days=planner.age_days(state, now_utc()),
+            max_age_days=planner.max_age(row, self.settings.run.max_age_days),
+            last_failure_at=state.last_failure_at,
         )

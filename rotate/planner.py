@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -48,14 +50,63 @@ def decide(
 
 
 def compliance(
-    row: Row, state: SecretState, now: datetime, default_max_age_days: int
-) -> tuple[Status, str]:
-    """Compliant, overdue or never rotated, from Vault's record of the last rotation."""
+    row: Row,
+    state: SecretState,
+    now: datetime,
+    default_max_age_days: int,
+    schedule_days: float | None = None,
+) -> tuple[Status, str, bool | None]:
+    """Status from Vault's record of the last rotation and attempt, and whether the row will
+    be overdue before the next scheduled run (`schedule_days` from now), if one is given."""
     limit = max_age(row, default_max_age_days)
     age = age_days(state, now)
-    if age is None:
-        return Status.NEVER_ROTATED, "no rotation recorded in Vault"
+    soon = None if schedule_days is None else (age is None or age + schedule_days > limit)
     pending = "; an unfinished rotation is pending" if state.pending else ""
+    failed_after = state.last_failure_at is not None and (
+        state.rotated_at is None or state.last_failure_at > state.rotated_at
+    )
+    if failed_after and state.last_failure_at is not None:
+        when = f"{state.last_failure_at:%Y-%m-%d %H:%M} UTC"
+        since = "never rotated" if age is None else f"age {age:.1f} d, max {limit} d"
+        return Status.LAST_ATTEMPT_FAILED, f"the last attempt failed ({when}); {since}", soon
+    if age is None:
+        return Status.NEVER_ROTATED, "no rotation recorded in Vault", soon
     if age > limit:
-        return Status.OVERDUE, f"age {age:.1f} d over max {limit} d{pending}"
-    return Status.COMPLIANT, f"age {age:.1f} d within max {limit} d{pending}"
+        return Status.OVERDUE, f"age {age:.1f} d over max {limit} d{pending}", soon
+    return Status.COMPLIANT, f"age {age:.1f} d within max {limit} d{pending}", soon
+
+
+def plan_hash(inputs_digest: str, due_paths: Iterable[str]) -> str:
+    """What `rotate run --plan-hash` must match: the inputs and the set of due secrets."""
+    digest = hashlib.sha256(inputs_digest.encode())
+    for path in sorted(due_paths):
+        digest.update(b"\0" + path.encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """`--shard K/N`: this scheduler's part of the inventory (0 <= K < N), by a stable hash."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        k, sep, n = text.partition("/")
+        if not sep or not k.strip().isdigit() or not n.strip().isdigit():
+            raise ValueError(f"{text!r} is not K/N (for example 0/4)")
+        index, count = int(k), int(n)
+        if not 0 <= index < count:
+            raise ValueError(f"{text!r}: K must be from 0 to N-1")
+        return cls(index, count)
+
+    def holds(self, row: Row) -> bool:
+        """Whether the row is this shard's: the same answer on every host, every time."""
+        key = "\0".join(str(part) for part in row.key).encode()
+        value = int.from_bytes(hashlib.sha256(key).digest()[:8], "big")
+        return value % self.count == self.index
+
+    @property
+    def label(self) -> str:
+        return f"shard-{self.index}-of-{self.count}"

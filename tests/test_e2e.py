@@ -234,3 +234,39 @@ def test_make_demo_equivalent_subprocess(tmp_path: Path) -> None:
     port = int(line.split("http://127.0.0.1:")[1].split(";")[0])
     with socket.socket() as s, pytest.raises(ConnectionRefusedError):
         s.connect(("127.0.0.1", port))
+
+
+def test_plan_hash_approves_the_run_and_a_changed_inventory_is_refused(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    json_path = world.out.parent / "plan.json"
+    assert cli(world, "plan", "--json", str(json_path)) == 0
+    plan_hash = json.loads(json_path.read_text())["plan_hash"]
+    assert f"--plan-hash {plan_hash}" in capsys.readouterr().out
+    # The inventory changes after approval (a row is dropped): refused, nothing written.
+    lines = world.inventory.read_text().splitlines()
+    world.inventory.write_text("\n".join(lines[:-1]) + "\n")
+    assert cli(world, "run", "--plan-hash", plan_hash) == 3
+    err = capsys.readouterr().err
+    assert "plan changed since it was approved" in err
+    assert sum(world.host.simulator(n).counters.writes for n in world.states) == 0
+    # Back to the approved inventory: the run goes ahead.
+    world.inventory.write_text("\n".join(lines) + "\n")
+    assert cli(world, "run", "--plan-hash", plan_hash) == 0
+
+
+def test_shards_each_rotate_their_part_under_their_own_lease(world: World) -> None:
+    records = []
+    for k in range(3):
+        json_path = world.out.parent / f"shard{k}.json"
+        assert cli(world, "run", "--shard", f"{k}/3", "--json", str(json_path)) == 0
+        records.append(json.loads(json_path.read_text()))
+    rotated = [
+        (i["endpoint"], i["kind"], i["target"], i["protocol"], i["port"])
+        for r in records
+        for i in r["items"]
+        if i["status"] == "rotated"
+    ]
+    assert len(rotated) == len(set(rotated)) == len(world.rows)
+    assert all(0 < len(r["items"]) < len(world.rows) for r in records)
+    assert convergence(world.rows, world.states, world.store) == []

@@ -388,3 +388,64 @@ async def test_canary_success_goes_on_with_the_rest() -> None:
     out = await runbook_with(store, {"ep1": t1, "ep2": t2}, canary=3).run(rows)
     assert out.aborted == ""
     assert all(i.status is Status.ROTATED for i in out.items)
+
+
+async def test_plan_hash_approves_a_run_and_refuses_a_changed_plan() -> None:
+    from rotate.errors import PlanChanged
+
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(4)
+    plan = await runbook_with(store, {"ep1": target}, inputs_digest="abc").plan(rows)
+    assert len(plan.plan_hash) == 16
+    # Other inputs: refused before any write.
+    with pytest.raises(PlanChanged, match="plan changed since it was approved"):
+        await runbook_with(
+            store, {"ep1": target}, inputs_digest="abd", expected_plan_hash=plan.plan_hash
+        ).run(rows)
+    # Another due set (one row fewer): refused too.
+    with pytest.raises(PlanChanged):
+        await runbook_with(
+            store, {"ep1": target}, inputs_digest="abc", expected_plan_hash=plan.plan_hash
+        ).run(rows[:3])
+    assert target.pushes == 0
+    assert store.pending_paths() == []
+    out = await runbook_with(
+        store, {"ep1": target}, inputs_digest="abc", expected_plan_hash=plan.plan_hash
+    ).run(rows)
+    assert all(i.status is Status.ROTATED for i in out.items)
+
+
+async def test_report_shows_last_attempt_failed_schedule_and_drift() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(4)
+    await runbook(store, {"ep1": target}).run(rows[:3])
+    target.behaviour["t1"] = "reject"
+    await runbook(store, {"ep1": target}, force=True).run(rows[1:2])
+    # A secret under the prefix that no row names.
+    store.promote(
+        "rotate/ep1/computer/gone/RDP",
+        Credential("x", Secret("y" * 12)),
+        None,
+        "r",
+        datetime.now(UTC),
+    )
+    book = Runbook(settings(), store, {}, Options(run_id="c", mode="report", schedule_days=31))
+    out = await book.report(rows)
+    statuses = [i.status for i in out.items]
+    assert statuses == [
+        Status.COMPLIANT,
+        Status.LAST_ATTEMPT_FAILED,
+        Status.COMPLIANT,
+        Status.NEVER_ROTATED,
+    ]
+    assert out.items[1].last_failure_at is not None
+    # max age 30 d, next run in 31 d: every row will be overdue by then.
+    assert [i.due_before_next_run for i in out.items] == [True] * 4
+    assert out.items[0].age_days is not None
+    assert out.items[0].age_days < 0.01
+    assert out.items[0].max_age_days == 30
+    assert out.drift is not None
+    assert out.drift.secrets_without_row == ("rotate/ep1/computer/gone/RDP",)
+    assert out.drift.rows_without_secret == (rows[3].label,)

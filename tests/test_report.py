@@ -15,7 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from rotate.models import EndpointProbe, ItemResult, Kind, Row, RunRecord, Stage, Status, System
+from rotate.models import (
+    Drift,
+    EndpointProbe,
+    ItemResult,
+    Kind,
+    Row,
+    RunRecord,
+    Stage,
+    Status,
+    System,
+)
 from rotate.report import (
     ReportPaths,
     _files,
@@ -284,15 +294,25 @@ def test_html_shows_summary_figures_and_every_target(mixed: RunRecord) -> None:
     assert "HTTP 503" in html  # the failed probe's detail
 
 
-def test_html_optional_figures_only_when_non_zero() -> None:
-    rec = record(
+def test_html_figures_of_each_mode_then_any_other_non_zero() -> None:
+    def shown(rec: RunRecord) -> list[str]:
+        return re.findall(r'<span class="what">([^<]+)</span>', render_html(rec))
+
+    report = record(
         [item(row("a"), Status.OVERDUE), item(row("b", line=3), Status.COMPLIANT)], mode="report"
     )
-    html = render_html(rec)
-    assert '<span class="what">overdue</span>' in html
-    assert '<span class="what">compliant</span>' in html
-    assert '<span class="what">never rotated</span>' not in html
-    assert '<span class="what">due</span>' not in html
+    # A compliance report always shows its four statuses, with their shares.
+    assert shown(report) == [
+        "total",
+        "compliant",
+        "overdue",
+        "never rotated",
+        "last attempt failed",
+    ]
+    plan = record([item(row("a"), Status.DUE), item(row("b", line=3), Status.FAILED)], mode="plan")
+    assert shown(plan) == ["total", "due", "not due", "not attempted", "failed"]
+    run = record([item(row("a"), Status.ROTATED)])
+    assert shown(run) == ["total", "rotated", "failed", "in doubt", "not attempted", "skipped"]
 
 
 def test_html_lists_failures_first_then_by_endpoint_and_target(mixed: RunRecord) -> None:
@@ -481,3 +501,263 @@ def test_all_names_the_public_api() -> None:
     )
     for name in rotate.report.__all__:
         assert callable(getattr(rotate.report, name)), name
+
+
+# --- hand-built records of each mode, with known figures (also used by the browser test) ----
+
+#: planted in inventory text: were it to run, the page's title and body would show it
+PLANTED = (
+    '<script>document.title="PWNED";'
+    'document.body.insertAdjacentHTML("beforeend",\'<p id="pwned">PWNED</p>\')</script>'
+)
+PLANTED_IMG = "<img src=x onerror=\"document.title='PWNED'\">"
+PLAN_HASH = "3f9a1c0d5e7b2a48"
+SHA_INV = "9b2e" * 16
+SHA_CONF = "41c7" * 16
+
+
+def _manifest(mode: str, items: list[ItemResult], **kw: object) -> RunRecord:
+    fields: dict[str, object] = {
+        "run_id": f"20250304T050607Z-{mode[:2]}12",
+        "mode": mode,
+        "dry_run": mode != "run",
+        "started_at": STARTED,
+        "finished_at": STARTED + timedelta(seconds=83.5),
+        "inventory": "inventories/prod.csv",
+        "config": "rotate.toml",
+        "items": tuple(items),
+        "vault_addr": VAULT_ADDR,
+        "vault_mount": "secret",
+        "identity": "token-ops-rotation",
+        "tool_version": "1.4.2",
+        "inventory_sha256": SHA_INV,
+        "config_sha256": SHA_CONF,
+    }
+    fields.update(kw)
+    return RunRecord(**fields)  # type: ignore[arg-type]
+
+
+def sample_run() -> RunRecord:
+    """18 items on 4 endpoints: 12 rotated, 2 failed, 1 in doubt, 2 not attempted, 1 skipped."""
+    items: list[ItemResult] = []
+    line = iter(range(2, 100))
+
+    def add(endpoint: str, kind: Kind, target: str, status: Status, **kw: object) -> None:
+        protocol = {"connection": "RDP", "computer": "VNC", "server": "RDP"}[kind.value]
+        r = row(target, endpoint=endpoint, kind=kind, protocol=protocol, line=next(line))
+        items.append(item(r, status, **kw))
+
+    ok = {"stage": Stage.PROMOTED, "last_rotated": STARTED, "duration_s": 0.8}
+    for n in range(1, 6):  # address-book connections are write-only: pushed, not verified
+        add(
+            "office-mac",
+            Kind.CONNECTION,
+            f"conn-{n}",
+            Status.ROTATED,
+            verified=False,
+            vault_version=n + 1,
+            **ok,
+        )
+    add(
+        "office-mac",
+        Kind.CONNECTION,
+        f"conn-6{PLANTED}",
+        Status.FAILED,
+        stage=Stage.STAGED,
+        error="HTTP 422 from target: password rejected; candidate discarded",
+        duration_s=1.2,
+    )
+    add("office-mac", Kind.CONNECTION, "conn-7", Status.SKIPPED, reason="age 3.0 d within max 90 d")
+    for n in range(1, 5):
+        add(
+            "cloud", Kind.COMPUTER, f"mac-{n}", Status.ROTATED, verified=True, vault_version=3, **ok
+        )
+    add(
+        "cloud",
+        Kind.COMPUTER,
+        "mac-5",
+        Status.IN_DOUBT,
+        stage=Stage.PUSHED,
+        verified=False,
+        error="timed out after push; candidate kept pending, the next run settles it",
+        duration_s=10.4,
+    )
+    for n in range(1, 4):
+        add("gw1", Kind.SERVER, f"srv-{n}", Status.ROTATED, verified=True, vault_version=7, **ok)
+    add(
+        "gw1",
+        Kind.SERVER,
+        "srv-4",
+        Status.FAILED,
+        stage=Stage.STAGED,
+        error="HTTP 500 from target",
+        duration_s=3.1,
+    )
+    for n in range(1, 3):
+        add(
+            "edge",
+            Kind.SERVER,
+            f"edge-{n}",
+            Status.NOT_ATTEMPTED,
+            reason="age 120.0 d reached max 90 d; not attempted: endpoint failed its probe",
+        )
+    probes = (
+        EndpointProbe("office-mac", System.REMOTIX, True, "Remotix Cloud API 4.2"),
+        EndpointProbe("cloud", System.REMOTIX, True, "Remotix Cloud API 4.2"),
+        EndpointProbe("gw1", System.SPARKVIEW, True, "Spark View 7.1"),
+        EndpointProbe("edge", System.SPARKVIEW, False, "connection refused"),
+    )
+    return _manifest("run", items, probes=probes)
+
+
+def sample_plan() -> RunRecord:
+    """16 items: 8 due (3 never rotated, 4 over max age, 1 unfinished), 6 not due,
+    2 not attempted (endpoint edge failed its probe)."""
+    items: list[ItemResult] = []
+    line = iter(range(2, 100))
+
+    def add(
+        endpoint: str,
+        target: str,
+        status: Status,
+        reason: str,
+        age: float | None,
+        policy: str = "default",
+        kind: Kind = Kind.COMPUTER,
+        **kw: object,
+    ) -> None:
+        protocol = "VNC" if policy == "vnc" else "RDP"
+        r = row(
+            target, endpoint=endpoint, kind=kind, protocol=protocol, line=next(line), policy=policy
+        )
+        rotated = None if age is None else STARTED - timedelta(days=age)
+        items.append(
+            item(
+                r,
+                status,
+                reason=reason,
+                age_days=age,
+                max_age_days=90,
+                last_rotated=rotated,
+                vault_version=None if age is None else 2,
+                **kw,
+            )
+        )
+
+    for n in range(1, 4):
+        add(
+            "cloud",
+            f"new-{n}",
+            Status.DUE,
+            "never rotated",
+            None,
+            policy="vnc" if n == 1 else "default",
+        )
+    for n, age in enumerate((91.0, 120.5, 200.0, 95.2), 1):
+        add(
+            "office-mac",
+            f"old-{n}",
+            Status.DUE,
+            f"age {age:.1f} d reached max 90 d",
+            age,
+            kind=Kind.CONNECTION,
+            policy="strict" if n == 2 else "default",
+        )
+    add(
+        "cloud",
+        f"half-1{PLANTED}",
+        Status.DUE,
+        "unfinished rotation from run 20250301T000000Z-aa00: resume it",
+        12.0,
+    )
+    for n, age in enumerate((1.0, 5.5, 30.0, 44.4, 60.0, 89.9), 1):
+        add(
+            "gw1",
+            f"srv-{n}",
+            Status.NOT_DUE,
+            f"age {age:.1f} d within max 90 d",
+            age,
+            kind=Kind.SERVER,
+        )
+    for n in range(1, 3):
+        add(
+            "edge",
+            f"edge-{n}",
+            Status.NOT_ATTEMPTED,
+            "never rotated; endpoint edge failed its probe: connection refused",
+            None,
+            kind=Kind.SERVER,
+        )
+    probes = (
+        EndpointProbe("cloud", System.REMOTIX, True, "Remotix Cloud API 4.2"),
+        EndpointProbe("office-mac", System.REMOTIX, True, "Remotix Cloud API 4.2"),
+        EndpointProbe("gw1", System.SPARKVIEW, True, "Spark View 7.1"),
+        EndpointProbe("edge", System.SPARKVIEW, False, f"connection refused {PLANTED_IMG}"),
+    )
+    return _manifest("plan", items, probes=probes, plan_hash=PLAN_HASH)
+
+
+#: the compliance sample: (endpoint, age in days, max age, status, overdue by the next run)
+COMPLIANCE_ROWS: tuple[tuple[str, float | None, int, Status], ...] = (
+    ("office-mac", 0.5, 90, Status.COMPLIANT),  # 0-7
+    ("office-mac", 7.9, 90, Status.COMPLIANT),  # 0-7: 7 whole days
+    ("office-mac", 12.0, 90, Status.COMPLIANT),  # 8-30
+    ("office-mac", 40.0, 90, Status.COMPLIANT),  # 31-60
+    ("office-mac", 70.0, 90, Status.COMPLIANT),  # 61-90
+    ("office-mac", 95.0, 90, Status.OVERDUE),  # 91-180
+    ("office-mac", None, 90, Status.NEVER_ROTATED),  # never
+    ("cloud", 8.0, 90, Status.COMPLIANT),  # 8-30
+    ("cloud", 5.0, 90, Status.COMPLIANT),  # 0-7
+    ("cloud", 85.0, 90, Status.COMPLIANT),  # 61-90, overdue within 7 days
+    ("cloud", 200.0, 90, Status.OVERDUE),  # > 180
+    ("cloud", 150.0, 90, Status.LAST_ATTEMPT_FAILED),  # 91-180
+    ("gw1", 31.0, 60, Status.COMPLIANT),  # 31-60
+    ("gw1", 60.5, 60, Status.OVERDUE),  # 31-60: 60 whole days, over a max of 60
+    ("gw1", 61.0, 90, Status.COMPLIANT),  # 61-90
+    ("gw1", 181.0, 365, Status.COMPLIANT),  # > 180
+    ("gw1", None, 90, Status.NEVER_ROTATED),  # never
+    ("gw1", None, 90, Status.LAST_ATTEMPT_FAILED),  # never: the first attempt failed
+    ("gw1", 3.0, 90, Status.COMPLIANT),  # 0-7
+    ("gw1", 100.0, 90, Status.OVERDUE),  # 91-180
+)
+SCHEDULE_DAYS = 7.0
+DRIFT = Drift(
+    secrets_without_row=("rotate/old-host/connection/c-9/RDP", "rotate/gw1/server/retired-2/RDP"),
+    rows_without_secret=(
+        "office-mac/connection/cred-7/RDP",
+        "gw1/server/cred-17/RDP",
+        "gw1/server/cred-18/RDP",
+    ),
+)
+
+
+def sample_compliance() -> RunRecord:
+    """20 credentials: 12 compliant (60 %), 4 overdue (20 %), 2 never rotated (10 %),
+    2 whose last attempt failed (10 %); 9 overdue by the next run, 7 days away."""
+    items = []
+    for n, (endpoint, age, max_age, status) in enumerate(COMPLIANCE_ROWS, 1):
+        kind = {"office-mac": Kind.CONNECTION, "cloud": Kind.COMPUTER, "gw1": Kind.SERVER}[endpoint]
+        r = row(
+            f"cred-{n}",
+            endpoint=endpoint,
+            kind=kind,
+            line=n + 1,
+            max_age_days=max_age,
+            owner=PLANTED if n == 4 else "it-ops",
+        )
+        rotated = None if age is None else STARTED - timedelta(days=age)
+        failed = STARTED - timedelta(days=1) if status is Status.LAST_ATTEMPT_FAILED else None
+        items.append(
+            item(
+                r,
+                status,
+                age_days=age,
+                max_age_days=max_age,
+                last_rotated=rotated,
+                vault_version=None if age is None else 4,
+                last_failure_at=failed,
+                due_before_next_run=age is None or age + SCHEDULE_DAYS > max_age,
+                reason="" if age is None else f"age {age:.1f} d, max {max_age} d",
+            )
+        )
+    return _manifest("report", items, schedule_days=SCHEDULE_DAYS, drift=DRIFT)

@@ -335,3 +335,42 @@ def test_promotion_of_unknown_age_counts_as_never_rotated(backend: Backend) -> N
     when = datetime(2026, 11, 1, tzinfo=UTC)
     store.promote(path, NEW, version, "run-2", when)
     assert store.read_state(path).rotated_at == when
+
+
+def test_failures_are_noted_in_metadata_even_before_any_rotation(backend: Backend) -> None:
+    store = backend.store
+    never = backend.path("never")
+    when = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
+    store.record_failure(never, "run-1", when)
+    state = store.read_state(never)
+    assert state.last_failure_at == when
+    assert state.current_version is None
+    # A first rotation still works on a path that has only failure metadata.
+    store.stage(never, NEW, "run-2")
+    assert store.promote(never, NEW, None, "run-2", when + timedelta(days=1)) == 1
+    after = store.read_state(never)
+    assert after.last_failure_at == when
+    assert after.rotated_at == when + timedelta(days=1)
+
+
+def test_list_paths_leaves_out_pending_and_lease_areas(backend: Backend) -> None:
+    store = backend.store
+    a, b = backend.path("a"), backend.path("b")
+    store.promote(a, OLD, None, "r", datetime.now(UTC))
+    store.promote(b, OLD, None, "r", datetime.now(UTC))
+    store.stage(backend.path("c"), NEW, "r")  # only pending: not a secret yet
+    store.write_record(f"{backend.settings.lease_root}/default", {"run_id": "r"}, 0)
+    assert store.list_paths(backend.settings.prefix) == sorted([a, b])
+
+
+def test_list_pending_names_the_rows_with_a_candidate(backend: Backend) -> None:
+    store = backend.store
+    assert store.list_pending() == set()
+    a, b = backend.path("a"), backend.path("b")
+    store.stage(a, NEW, "r")
+    store.stage(b, NEW, "r")
+    store.promote(b, NEW, None, "r", datetime.now(UTC))
+    assert store.list_pending() == {a}
+    # Skipping the candidate read is an explicit choice of the caller.
+    assert store.read_state(a).pending is not None
+    assert store.read_state(a, pending=False).pending is None

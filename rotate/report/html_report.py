@@ -1,11 +1,17 @@
-"""The self-contained HTML audit report of a run (Jinja2, autoescaped)."""
+"""The self-contained HTML audit reports of a run: run, plan and compliance (Jinja2, autoescaped).
+
+One page per record, chosen by its mode: `run` (and `reconcile`) shows what was done,
+`plan` what a run would do and the hash that approves it, `report` how compliant every
+credential is. Each page inlines its style, script and charts (SVG): it fetches nothing,
+reads offline, prints, and is complete without its script.
+"""
 
 from __future__ import annotations
 
 import base64
 import functools
 import hashlib
-import re
+import shlex
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,10 +22,13 @@ from markupsafe import Markup
 
 from rotate import __version__
 from rotate.models import SYSTEM_OF_KIND, EndpointProbe, ItemResult, RunRecord, Status
+from rotate.report import charts, stats
 from rotate.report._files import write_atomic
 
 #: above this many items the table lists only items needing attention, at most this many
 MAX_TABLE_ITEMS = 5000
+#: drift paths listed on the page, per list; the JSON record has them all
+MAX_DRIFT_LISTED = 1000
 
 _TITLES = {
     "run": "Rotation run",
@@ -27,43 +36,47 @@ _TITLES = {
     "report": "Compliance report",
     "reconcile": "Reconciliation",
 }
+_TEMPLATES = {"plan": "plan.html", "report": "compliance.html"}  # any other mode: run.html
 
-# Failures first, then what an auditor must act on (overdue, never rotated), then the rest.
+# Failures first, then what someone must act on, then the rest.
 _RANK = {
     Status.FAILED: 0,
     Status.IN_DOUBT: 1,
     Status.NOT_ATTEMPTED: 2,
-    Status.OVERDUE: 3,
-    Status.NEVER_ROTATED: 4,
+    Status.LAST_ATTEMPT_FAILED: 3,
+    Status.OVERDUE: 4,
+    Status.NEVER_ROTATED: 5,
+    Status.DUE: 6,
 }
 _REST = len(_RANK)
-_DIGITS = re.compile(r"(\d+)")
 
 #: outcomes that need no one's attention; a large run's table leaves them to the CSV/JSON
 SUCCESSFUL = frozenset({Status.ROTATED, Status.COMPLIANT, Status.NOT_DUE, Status.IN_SYNC})
 
-#: summary figures always shown, then those shown only when non-zero
-_FIGURES = ("total", "rotated", "failed", "in_doubt", "not_attempted", "skipped")
-_OPTIONAL_FIGURES = ("due", "not_due", "compliant", "overdue", "never_rotated")
+#: the summary figures of each page, always shown; any other status is shown when non-zero
+_FIGURES = {
+    "run": ("rotated", "failed", "in_doubt", "not_attempted", "skipped"),
+    "plan": ("due", "not_due", "not_attempted"),
+    "report": tuple(s.value for s in stats.COMPLIANCE_STATUSES),
+    "reconcile": ("in_sync", "repaired", "failed", "in_doubt", "not_attempted", "skipped"),
+}
 
 
-_Natural = tuple[str | int, ...]
+def item_order(
+    item: ItemResult,
+) -> tuple[int, int, stats.Natural, stats.Natural, str, str, int, int]:
+    """Sort key of the report table: failures first, then by endpoint and target.
 
-
-def _natural(text: str) -> _Natural:
-    # `host-2` before `host-10`: digit runs compare as numbers. re.split alternates text and
-    # digits, so like always meets like in the tuple comparison.
-    return tuple(int(p) if i % 2 else p.casefold() for i, p in enumerate(_DIGITS.split(text)))
-
-
-def item_order(item: ItemResult) -> tuple[int, _Natural, _Natural, str, str, int, int]:
-    """Sort key of the report table: failures first, then by endpoint and target."""
+    Among items of one status, those that will be overdue before the next scheduled run
+    come first.
+    """
     r = item.row
     port = -1 if r.port is None else r.port
     return (
         _RANK.get(item.status, _REST),
-        _natural(r.endpoint),
-        _natural(r.target),
+        0 if item.due_before_next_run else 1,
+        stats.natural(r.endpoint),
+        stats.natural(r.target),
         r.kind.value,
         r.protocol,
         port,
@@ -72,12 +85,22 @@ def item_order(item: ItemResult) -> tuple[int, _Natural, _Natural, str, str, int
 
 
 @dataclass(frozen=True)
+class Figure:
+    """One number of the summary, and its share of the total where that helps."""
+
+    key: str
+    count: int
+    share: float | None = None  # percent
+
+
+@dataclass(frozen=True)
 class _EndpointLine:
     name: str
     system: str
     probe: EndpointProbe | None
     total: int
-    counts: tuple[int, ...]  # one per column of the endpoint table
+    counts: tuple[int, ...]  # one per status column of the endpoint table
+    percent_compliant: float
 
 
 @functools.cache
@@ -126,6 +149,14 @@ def _seconds(value: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def _days(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _pct(value: float) -> str:
+    return f"{value:.1f} %"
+
+
 def _label(status: str) -> str:
     return status.replace("_", " ")
 
@@ -134,55 +165,122 @@ def _check(verified: bool | None) -> str:
     return "—" if verified is None else ("verified" if verified else "pushed only")
 
 
-def _endpoint_lines(record: RunRecord, columns: tuple[str, ...]) -> list[_EndpointLine]:
-    counts: dict[str, Counter[str]] = {}
-    systems: dict[str, str] = {}
-    for item in record.items:
-        counts.setdefault(item.row.endpoint, Counter())[item.status.value] += 1
-        systems.setdefault(item.row.endpoint, SYSTEM_OF_KIND[item.row.kind].value)
+def _endpoint_lines(
+    record: RunRecord, counted: list[stats.EndpointCounts], columns: tuple[str, ...]
+) -> list[_EndpointLine]:
+    systems = {i.row.endpoint: SYSTEM_OF_KIND[i.row.kind].value for i in record.items}
+    by_name = {e.endpoint: e for e in counted}
     probes = {p.endpoint: p for p in record.probes}
     lines = []
-    for name in sorted(counts.keys() | probes.keys()):
+    for name in sorted(by_name.keys() | probes.keys(), key=stats.natural):
         probe = probes.get(name)
-        c = counts.get(name, Counter())
-        system = probe.system.value if probe else systems[name]
+        ep = by_name.get(name, stats.EndpointCounts(name, 0, Counter()))
         lines.append(
-            _EndpointLine(name, system, probe, c.total(), tuple(c[col] for col in columns))
+            _EndpointLine(
+                name,
+                probe.system.value if probe else systems[name],
+                probe,
+                ep.total,
+                tuple(ep.counts[col] for col in columns),
+                ep.percent_compliant,
+            )
         )
     return lines
+
+
+def _statuses(mode: str) -> list[str]:
+    """Every status, those the mode's page always shows first."""
+    fixed = _FIGURES.get(mode, ())
+    return list(fixed) + [s.value for s in Status if s.value not in fixed]
+
+
+def _figures(record: RunRecord, summary: dict[str, int]) -> list[Figure]:
+    fixed = _FIGURES.get(record.mode, ())
+    keys = [k for k in _statuses(record.mode) if k in fixed or summary.get(k, 0)]
+    total = summary["total"]
+    shares = record.mode == "report"
+    figures = [Figure("total", total)]
+    figures += [
+        Figure(k, summary.get(k, 0), stats.percent(summary.get(k, 0), total) if shares else None)
+        for k in keys
+    ]
+    return figures
+
+
+def run_command(record: RunRecord) -> str:
+    """The command that carries out a plan: `rotate run INVENTORY --plan-hash HASH [--config]`."""
+    words = ["rotate", "run", record.inventory or "INVENTORY", "--plan-hash", record.plan_hash]
+    if record.config:
+        words += ["--config", record.config]
+    return shlex.join(words)
+
+
+def _plan_reasons(items: list[ItemResult]) -> list[tuple[str, str, int]]:
+    """(status, why, count) of a plan, rotations first, in `stats.WHY_ORDER`."""
+    counts = Counter(
+        (i.status.value, stats.why(i))
+        for i in items
+        if i.status in (Status.DUE, Status.NOT_DUE, Status.NOT_ATTEMPTED)
+    )
+    order = {w: n for n, w in enumerate(stats.WHY_ORDER)}
+    rank = {Status.DUE.value: 0, Status.NOT_ATTEMPTED.value: 1, Status.NOT_DUE.value: 2}
+    return [
+        (status, why, n)
+        for (status, why), n in sorted(
+            counts.items(), key=lambda p: (rank[p[0][0]], order[p[0][1]])
+        )
+    ]
 
 
 def render_html(record: RunRecord, *, csv_name: str = "", json_name: str = "") -> str:
     """The report page. `csv_name`/`json_name`: sibling files a truncated table points to."""
     summary = record.summary()
-    figures = [(k, summary.get(k, 0)) for k in _FIGURES]
-    figures += [(k, summary[k]) for k in _OPTIONAL_FIGURES if summary.get(k, 0)]
-    columns = tuple(s.value for s in Status if summary.get(s.value, 0))
+    columns = tuple(k for k in _statuses(record.mode) if summary.get(k, 0))
+    counted = stats.by_endpoint(record.items)
 
     ordered = sorted(record.items, key=item_order)
-    attention = [i for i in ordered if i.status not in SUCCESSFUL]
+    attention = [i for i in ordered if i.status not in SUCCESSFUL or i.due_before_next_run]
     # A large run lists only the first MAX_TABLE_ITEMS items needing attention, so a browser
     # stays responsive and the page printable; the full list is in the CSV and JSON beside it.
     truncated = len(ordered) > MAX_TABLE_ITEMS
     shown = attention[:MAX_TABLE_ITEMS] if truncated else ordered
 
+    context: dict[str, object] = {}
+    if record.mode == "plan":
+        context["reasons"] = _plan_reasons(ordered)
+        context["command"] = run_command(record) if record.plan_hash else ""
+    if record.mode == "report":
+        context["histogram"] = charts.age_columns(stats.age_histogram(record.items))
+        context["soon"] = sum(1 for i in record.items if i.due_before_next_run)
+        drift = record.drift
+        context["drift_lists"] = (
+            []
+            if drift is None
+            else [
+                ("secrets-h", "Secrets in Vault with no inventory row", drift.secrets_without_row),
+                ("rows-h", "Inventory rows with no secret in Vault", drift.rows_without_secret),
+            ]
+        )
+
     style, style_hash = _asset("report.css")
     script, script_hash = _asset("report.js")
-    template = _environment().get_template("report.html")
+    template = _environment().get_template(_TEMPLATES.get(record.mode, "run.html"))
     return template.render(
         record=record,
         title=_TITLES.get(record.mode, record.mode.capitalize() or "Run"),
         duration=_seconds((record.finished_at - record.started_at).total_seconds()),
-        figures=figures,
+        figures=_figures(record, summary),
         columns=columns,
-        endpoints=_endpoint_lines(record, columns),
+        endpoints=_endpoint_lines(record, counted, columns),
+        chart=charts.endpoint_bars(counted),
         items=shown,
         truncated=truncated,
         attention_total=len(attention),
         limit=MAX_TABLE_ITEMS,
+        drift_limit=MAX_DRIFT_LISTED,
         csv_name=csv_name,
         json_name=json_name,
-        version=__version__,
+        version=record.tool_version or __version__,
         style=style,
         script=script,
         csp=(
@@ -191,9 +289,13 @@ def render_html(record: RunRecord, *, csv_name: str = "", json_name: str = "") -
         ),
         when=_when,
         seconds=_seconds,
+        days=_days,
+        pct=_pct,
         label=_label,
         check=_check,
+        why=stats.why,
         rank=lambda item: _RANK.get(item.status, _REST),
+        **context,
     )
 
 

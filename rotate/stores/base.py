@@ -24,8 +24,13 @@ class SecretStore(Protocol):
         """Fail with StoreUnavailable unless the store is usable; return who we are."""
         ...
 
-    def read_state(self, path: str) -> SecretState:
-        """Current version, last rotation and pending candidate (if any) of one secret."""
+    def read_state(self, path: str, pending: bool = True) -> SecretState:
+        """Current version, last rotation and pending candidate (if any) of one secret;
+        `pending=False` skips looking for a candidate (list_pending said there is none)."""
+        ...
+
+    def list_pending(self) -> set[str]:
+        """The secret paths that have a staged candidate (a LIST, not a read per row)."""
         ...
 
     def read_current(self, path: str) -> Credential | None:
@@ -56,6 +61,14 @@ class SecretStore(Protocol):
 
     def read_field(self, path: str, key: str) -> str:
         """One field of a secret (a gateway password, say); StoreError if missing."""
+        ...
+
+    def record_failure(self, path: str, run_id: str, at: datetime) -> None:
+        """Note in the secret's metadata that an attempt failed or is in doubt."""
+        ...
+
+    def list_paths(self, root: str) -> list[str]:
+        """Every secret path under `root`, leaving out rotate's pending and lease areas."""
         ...
 
     def read_record(self, path: str) -> tuple[dict[str, str], int] | None:

@@ -19,11 +19,13 @@ from rotate.errors import CasConflict, PendingConflict, StoreError
 from rotate.models import Credential, PendingCandidate, SecretState
 from rotate.settings import VaultSettings
 from rotate.stores.vault import (
+    META_LAST_FAILURE_AT,
     META_RUN_ID,
     cas_mismatch_message,
     check_path,
     credential_data,
     credential_from,
+    failure_metadata,
     last_rotation,
     parse_time,
     pending_path_of,
@@ -46,6 +48,9 @@ METHODS = frozenset(
         "read_record",
         "write_record",
         "delete_record",
+        "record_failure",
+        "list_paths",
+        "list_pending",
     }
 )
 
@@ -85,6 +90,7 @@ class MemoryStore:
         settings = settings or VaultSettings()
         self._mount = settings.mount
         self._root = settings.pending_root
+        self._lease_root = settings.lease_root
         self._clock = clock or (lambda: datetime.now(UTC))
         self._entries: dict[str, _Entry] = {}
         self._faults: dict[str, list[_Fault]] = {}
@@ -98,8 +104,9 @@ class MemoryStore:
         """Always usable, unless a fault was injected; we are "memory"."""
         return self._call("check", lambda: "memory")
 
-    def read_state(self, path: str) -> SecretState:
-        """Current version, last rotation and pending candidate (if any) of one secret."""
+    def read_state(self, path: str, pending: bool = True) -> SecretState:
+        """Current version, last rotation and pending candidate (if any) of one secret;
+        `pending=False` skips the candidate (list_pending said there is none)."""
 
         def run() -> SecretState:
             check_path(path, self._root)
@@ -110,7 +117,9 @@ class MemoryStore:
             if entry and version:
                 rotated_at = last_rotation(entry.custom_metadata, utc_iso(entry.created[-1]))
                 run_id = entry.custom_metadata.get(META_RUN_ID) or None
-            return SecretState(path, version or None, rotated_at, run_id, self._pending(path))
+            failed = parse_time((entry.custom_metadata if entry else {}).get(META_LAST_FAILURE_AT))
+            candidate = self._pending(path) if pending else None
+            return SecretState(path, version or None, rotated_at, run_id, candidate, failed)
 
         return self._call("read_state", run)
 
@@ -205,6 +214,41 @@ class MemoryStore:
             return data[key]
 
         return self._call("read_field", run)
+
+    def record_failure(self, path: str, run_id: str, at: datetime) -> None:
+        """Note a failed or in-doubt attempt in custom_metadata (for the compliance report)."""
+
+        def run() -> None:
+            check_path(path, self._root)
+            entry = self._entries.setdefault(path, _Entry())
+            entry.custom_metadata.update(
+                {k: v for k, v in failure_metadata(run_id, at).items() if v is not None}
+            )
+
+        self._call("record_failure", run)
+
+    def list_pending(self) -> set[str]:
+        """The secret paths that have a staged candidate."""
+
+        def run() -> set[str]:
+            head = self._root + "/"
+            return {p[len(head) :] for p in self._entries if p.startswith(head)}
+
+        return self._call("list_pending", run)
+
+    def list_paths(self, root: str) -> list[str]:
+        """Every secret path under `root` with a version, leaving out rotate's own areas."""
+
+        def run() -> list[str]:
+            prefix = root.strip("/") + "/"
+            own = (self._root + "/", self._lease_root + "/")
+            return sorted(
+                p
+                for p, e in self._entries.items()
+                if p.startswith(prefix) and not p.startswith(own) and e.versions
+            )
+
+        return self._call("list_paths", run)
 
     def read_record(self, path: str) -> tuple[dict[str, str], int] | None:
         """A record's data and version, or None when there is none."""

@@ -34,6 +34,8 @@ META_ROTATED_AT = "rotated_at"
 META_RUN_ID = "run_id"
 META_ROTATED_BY = "rotated_by"
 META_ADOPTED_AT = "adopted_at"
+META_LAST_FAILURE_AT = "last_failure_at"
+META_LAST_FAILURE_RUN = "last_failure_run"
 ROTATED_BY = "rotate"
 
 _MAX_DETAIL = 200
@@ -120,6 +122,11 @@ def rotation_metadata(run_id: str, rotated_at: datetime | None) -> dict[str, str
     return {META_ROTATED_AT: utc_iso(rotated_at), META_RUN_ID: run_id, META_ROTATED_BY: ROTATED_BY}
 
 
+def failure_metadata(run_id: str, at: datetime) -> dict[str, str | None]:
+    """The custom_metadata a failed or in-doubt attempt leaves (no error text: no secret)."""
+    return {META_LAST_FAILURE_AT: utc_iso(at), META_LAST_FAILURE_RUN: run_id}
+
+
 def last_rotation(custom: Mapping[str, Any], created: object) -> datetime | None:
     """When the password was last set: our record, else the version's creation time, else
     None for an adopted password of unknown age."""
@@ -156,6 +163,7 @@ class VaultStore:
         self._clients: list[hvac.Client] = []
         self._lock = threading.Lock()
         self._closed = False
+        self.requests = 0  # round trips to Vault so far
 
     # --- SecretStore ------------------------------------------------------------------------
 
@@ -203,8 +211,9 @@ class VaultStore:
         # Never data["id"]: that is the token itself.
         return str(data.get("display_name") or data.get("entity_id") or "token")
 
-    def read_state(self, path: str) -> SecretState:
-        """Current version, last rotation and pending candidate (if any) of one secret."""
+    def read_state(self, path: str, pending: bool = True) -> SecretState:
+        """Current version, last rotation and pending candidate (if any) of one secret;
+        `pending=False` skips the candidate's read (list_pending said there is none)."""
         check_path(path, self._root)
         client = self._client()
         with self._translate(self._where(path)):
@@ -212,8 +221,8 @@ class VaultStore:
         version = int(meta.get("current_version") or 0) if meta else 0
         rotated_at: datetime | None = None
         run_id: str | None = None
+        custom = (meta.get("custom_metadata") if meta else None) or {}
         if meta and version:
-            custom = meta.get("custom_metadata") or {}
             versions = meta.get("versions") or {}
             created = (versions.get(str(version)) or {}).get("created_time")
             rotated_at = last_rotation(custom, created)
@@ -223,7 +232,8 @@ class VaultStore:
             current_version=version or None,
             rotated_at=rotated_at,
             last_run_id=run_id,
-            pending=self._read_pending(client, path),
+            pending=self._read_pending(client, path) if pending else None,
+            last_failure_at=parse_time(custom.get(META_LAST_FAILURE_AT)),
         )
 
     def read_current(self, path: str) -> Credential | None:
@@ -331,6 +341,42 @@ class VaultStore:
             raise StoreError(f"field {key!r} of secret {where} is not a string")
         return value
 
+    def record_failure(self, path: str, run_id: str, at: datetime) -> None:
+        """Note a failed or in-doubt attempt in custom_metadata (for the compliance report)."""
+        check_path(path, self._root)
+        client = self._client()
+        with self._translate(f"{self._where(path)} (metadata)"):
+            self._record_rotation(client, path, failure_metadata(run_id, at))
+
+    def list_paths(self, root: str) -> list[str]:
+        """Every secret path under `root` (recursive LIST), leaving out rotate's own areas."""
+        skip = {self._root + "/", self._settings.lease_root + "/"}
+        return sorted(self._walk(root.strip("/") + "/", skip))
+
+    def list_pending(self) -> set[str]:
+        """The secret paths that have a staged candidate: one LIST when nothing is pending."""
+        head = self._root + "/"
+        return {path[len(head) :] for path in self._walk(head, set())}
+
+    def _walk(self, top: str, skip: set[str]) -> Iterator[str]:
+        """Recursive LIST of the metadata tree under the folder `top` (ends with '/')."""
+        client = self._client()
+        folders = [top]
+        while folders:
+            folder = folders.pop()
+            with self._translate(self._where(folder)):
+                try:
+                    answer = client.secrets.kv.v2.list_secrets(folder, mount_point=self._mount)
+                    keys = answer["data"]["keys"]
+                except hvac_errors.InvalidPath:
+                    keys = []  # an empty folder (or none at all)
+            for key in keys:
+                path = folder + key
+                if not key.endswith("/"):
+                    yield path
+                elif path not in skip:
+                    folders.append(path)
+
     # --- bookkeeping records (leases): plain string maps, never secrets ----------------------
 
     def read_record(self, path: str) -> tuple[dict[str, str], int] | None:
@@ -403,6 +449,11 @@ class VaultStore:
             self._local.client = client
         return client
 
+    def _count(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+        """A response hook: how many round trips a run made (for the run record's stats)."""
+        with self._lock:
+            self.requests += 1
+
     def _new_client(self) -> hvac.Client:
         s = self._settings
         session = requests.Session()
@@ -412,6 +463,7 @@ class VaultStore:
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.verify = s.cacert or True
+        session.hooks["response"].append(self._count)
         return hvac.Client(
             url=s.addr,
             # "" rather than None: hvac would otherwise go looking for a token on its own.
@@ -509,8 +561,8 @@ class VaultStore:
                 headers={"Content-Type": "application/merge-patch+json"},
             )
             return
-        except (hvac_errors.Forbidden, hvac_errors.UnexpectedError):
-            pass
+        except (hvac_errors.Forbidden, hvac_errors.UnexpectedError, hvac_errors.InvalidPath):
+            pass  # no patch right, no PATCH, or no metadata yet (a failure before any rotation)
         meta = self._read_metadata(client, path) or {}
         merged = dict(meta.get("custom_metadata") or {})
         merged.update(ours)

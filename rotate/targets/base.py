@@ -12,6 +12,11 @@ class Target(Protocol):
 
     name: str
 
+    @property
+    def requests(self) -> int:
+        """Round trips made so far, retries included."""
+        ...
+
     async def probe(self) -> str:
         """Check the endpoint answers and accepts our credentials; EndpointUnavailable if not."""
         ...

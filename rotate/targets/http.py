@@ -117,6 +117,7 @@ class Endpoint:
         self.redact = redactor
         self._headers = dict(headers or {})
         self._slots = asyncio.Semaphore(limit)
+        self.requests = 0  # round trips so far, retries included (the run record's stats)
 
     async def request(
         self,
@@ -142,6 +143,7 @@ class Endpoint:
             retry_after: float | None = None
             try:
                 async with self._slots:
+                    self.requests += 1
                     response = await self.client.request(
                         method, path, params=params, json=json, headers=self._headers
                     )

@@ -92,5 +92,9 @@ class RemotixTarget:
         value = body.get(f"{self._key(row.protocol)}.password") if isinstance(body, dict) else None
         return Secret(value) if isinstance(value, str) else None
 
+    @property
+    def requests(self) -> int:
+        return self.http.requests
+
     async def aclose(self) -> None:
         await self.http.aclose()

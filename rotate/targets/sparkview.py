@@ -139,5 +139,9 @@ class SparkViewTarget:
         value = rdp.get("password") if isinstance(rdp, dict) else None
         return Secret(value) if isinstance(value, str) else None
 
+    @property
+    def requests(self) -> int:
+        return self.http.requests
+
     async def aclose(self) -> None:
         await self.http.aclose()

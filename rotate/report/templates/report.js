@@ -9,21 +9,22 @@
   rows.forEach((row, i) => { row.dataset.order = String(i); });
   const count = document.getElementById("item-count");
 
-  const filter = (id, attr) => {
-    const select = document.getElementById(id);
-    const values = [...new Set(rows.map((r) => r.dataset[attr]))].sort();
+  // One select per `data-filter` attribute of the rows (status, endpoint, kind).
+  const filters = Array.from(tools.querySelectorAll("select[data-filter]")).map((select) => {
+    const attr = select.dataset.filter;
+    const values = [...new Set(rows.map((r) => r.dataset[attr]))].sort(
+      (a, b) => a.localeCompare(b, undefined, { numeric: true }),
+    );
     for (const v of values) select.add(new Option(v.replace(/_/g, " "), v));
     select.addEventListener("change", apply);
-    return select;
-  };
-  const byStatus = filter("filter-status", "status");
-  const byEndpoint = filter("filter-endpoint", "endpoint");
+    return { select, attr };
+  });
 
   function apply() {
     let shown = 0;
     for (const r of rows) {
-      const hide = (byStatus.value !== "" && r.dataset.status !== byStatus.value) ||
-        (byEndpoint.value !== "" && r.dataset.endpoint !== byEndpoint.value);
+      const hide = filters.some(({ select, attr }) =>
+        select.value !== "" && r.dataset[attr] !== select.value);
       r.hidden = hide;
       if (!hide) shown += 1;
     }

@@ -1,0 +1,186 @@
+"""Figures the reports share: status shares, age buckets, per-endpoint counts, why an item is due.
+
+The HTML page and the JSON record are both built from these, so the numbers an auditor reads
+on the page are the numbers a script reads from the JSON.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from rotate.models import ItemResult, Status
+
+#: the statuses of a compliance report, always listed (with 0 when absent)
+COMPLIANCE_STATUSES: tuple[Status, ...] = (
+    Status.COMPLIANT,
+    Status.OVERDUE,
+    Status.NEVER_ROTATED,
+    Status.LAST_ATTEMPT_FAILED,
+)
+
+_DIGITS = re.compile(r"(\d+)")
+
+Natural = tuple[str | int, ...]
+
+
+def natural(text: str) -> Natural:
+    """Sort key putting `host-2` before `host-10`: digit runs compare as numbers."""
+    # re.split alternates text and digits, so like always meets like in tuple comparison.
+    return tuple(int(p) if i % 2 else p.casefold() for i, p in enumerate(_DIGITS.split(text)))
+
+
+def percent(part: int, whole: int) -> float:
+    """`part` as a percentage of `whole`, to two decimals; 0.0 of nothing."""
+    return round(100 * part / whole, 2) if whole else 0.0
+
+
+def status_counts(items: Iterable[ItemResult]) -> Counter[str]:
+    return Counter(item.status.value for item in items)
+
+
+def percentages(items: Sequence[ItemResult]) -> dict[str, float]:
+    """Share of the items in each status: the compliance statuses always, others when present."""
+    counts = status_counts(items)
+    keys = [s.value for s in COMPLIANCE_STATUSES]
+    keys += sorted(k for k in counts if k not in keys)
+    return {k: percent(counts[k], len(items)) for k in keys}
+
+
+# --- ages ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgeBucket:
+    """One bar of the age histogram: rotated `min_days`..`max_days` whole days ago."""
+
+    key: str  # stable, ASCII: the JSON name
+    label: str  # for people
+    min_days: int | None  # None: never rotated (or unknown)
+    max_days: int | None  # None: no upper bound
+    count: int
+    by_status: tuple[tuple[str, int], ...]  # the count split by status, in status order
+
+    def as_record(self) -> dict[str, object]:
+        return {
+            "bucket": self.key,
+            "min_days": self.min_days,
+            "max_days": self.max_days,
+            "count": self.count,
+            "by_status": dict(self.by_status),
+        }
+
+
+#: (key, label, min, max) in whole days of age; an age of 7.9 days is 7 whole days
+AGE_BOUNDS: tuple[tuple[str, str, int, int | None], ...] = (
+    ("0-7", "0\u20137 d", 0, 7),
+    ("8-30", "8\u201330 d", 8, 30),
+    ("31-60", "31\u201360 d", 31, 60),
+    ("61-90", "61\u201390 d", 61, 90),
+    ("91-180", "91\u2013180 d", 91, 180),
+    ("over_180", "> 180 d", 181, None),
+)
+NEVER = "never"
+UNKNOWN = "unknown"  # Vault could not be read for the item: its age is not known
+
+
+def age_bucket(item: ItemResult) -> str:
+    """The key of the histogram bucket an item falls in."""
+    if item.age_days is None:
+        # A rotation that was never recorded is "never"; an unreadable secret is not.
+        return UNKNOWN if item.status is Status.FAILED and item.last_rotated is None else NEVER
+    days = max(0, math.floor(item.age_days))
+    for key, _, low, high in AGE_BOUNDS:
+        if low <= days and (high is None or days <= high):
+            return key
+    raise AssertionError("unreachable: the last bucket has no upper bound")  # pragma: no cover
+
+
+def age_histogram(items: Iterable[ItemResult]) -> list[AgeBucket]:
+    """Items by age bucket, youngest first, then never rotated, then unknown (only if any)."""
+    per: dict[str, Counter[Status]] = {}
+    for item in items:
+        per.setdefault(age_bucket(item), Counter())[item.status] += 1
+    order = [s for s in Status]
+    bounds: list[tuple[str, str, int | None, int | None]] = list(AGE_BOUNDS)
+    bounds.append((NEVER, "never", None, None))
+    if UNKNOWN in per:
+        bounds.append((UNKNOWN, "unknown", None, None))
+    buckets = []
+    for key, label, low, high in bounds:
+        c = per.get(key, Counter())
+        split = tuple((s.value, c[s]) for s in order if c[s])
+        buckets.append(AgeBucket(key, label, low, high, c.total(), split))
+    return buckets
+
+
+# --- endpoints ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointCounts:
+    """How one endpoint's items ended, by status."""
+
+    endpoint: str
+    total: int
+    counts: Counter[str]
+
+    @property
+    def percent_compliant(self) -> float:
+        return percent(self.counts[Status.COMPLIANT.value], self.total)
+
+    def as_compliance_record(self) -> dict[str, object]:
+        rec: dict[str, object] = {"endpoint": self.endpoint, "total": self.total}
+        rec.update({s.value: self.counts[s.value] for s in COMPLIANCE_STATUSES})
+        rec.update({k: n for k, n in sorted(self.counts.items()) if k not in rec})
+        rec["percent_compliant"] = self.percent_compliant
+        return rec
+
+
+def by_endpoint(items: Iterable[ItemResult]) -> list[EndpointCounts]:
+    """Status counts per endpoint, endpoints in natural name order."""
+    per: dict[str, Counter[str]] = {}
+    for item in items:
+        per.setdefault(item.row.endpoint, Counter())[item.status.value] += 1
+    return [EndpointCounts(name, per[name].total(), per[name]) for name in sorted(per, key=natural)]
+
+
+# --- plans --------------------------------------------------------------------------------
+
+UNFINISHED = "unfinished rotation"
+NEVER_ROTATED = "never rotated"
+FORCED = "forced"
+OVER_MAX_AGE = "age over max age"
+WITHIN_MAX_AGE = "within max age"
+OTHER = "other"
+
+#: the reasons a plan gives, in the order the page lists them
+WHY_ORDER = (UNFINISHED, NEVER_ROTATED, OVER_MAX_AGE, FORCED, WITHIN_MAX_AGE, OTHER)
+
+
+def why(item: ItemResult) -> str:
+    """The planner's reason for a plan item, as one of a few words (see `WHY_ORDER`).
+
+    The planner's sentence leads with its decision (`never rotated`, `forced (...)`,
+    `unfinished rotation from run ...`, `age ... reached max ...`); the age fields settle
+    the rest.
+    """
+    text = item.reason.casefold()
+    if text.startswith("unfinished"):
+        return UNFINISHED
+    if text.startswith("forced"):
+        return FORCED
+    if text.startswith("never"):
+        return NEVER_ROTATED
+    if item.status is Status.NOT_DUE:
+        return WITHIN_MAX_AGE
+    if "reached max" in text or "over max" in text:
+        return OVER_MAX_AGE
+    if item.age_days is None:
+        return NEVER_ROTATED
+    if item.max_age_days is not None and item.age_days >= item.max_age_days:
+        return OVER_MAX_AGE
+    return OTHER
