@@ -104,6 +104,9 @@ class _Unavailable:
     async def read_back(self, row: Row) -> Secret | None:  # pragma: no cover
         raise EndpointUnavailable(self.why)
 
+    async def follow_up(self, row: Row, credential: Credential) -> Sequence[str]:
+        return ()
+
     @property
     def requests(self) -> int:
         return 0

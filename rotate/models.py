@@ -181,6 +181,7 @@ class ItemResult:
     max_age_days: int | None = None  # the row's, else the config's default
     due_before_next_run: bool | None = None  # report: overdue before the next scheduled run
     last_failure_at: datetime | None = None  # the latest failed or in-doubt attempt, if any
+    followups: tuple[str, ...] = ()  # what else was updated after the rotation (access links)
 
     def as_record(self) -> dict[str, object]:
         """The `--json` item record of DESIGN.md (and a little more)."""
@@ -209,6 +210,7 @@ class ItemResult:
             "max_age_days": self.max_age_days,
             "due_before_next_run": self.due_before_next_run,
             "last_failure_at": self.last_failure_at.isoformat() if self.last_failure_at else None,
+            "followups": list(self.followups),
         }
 
 

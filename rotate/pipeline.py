@@ -477,7 +477,14 @@ class Runbook:
                 "it stays pending in Vault, the next run promotes it",
             )
         log.debug("%s: rotated, Vault version %s", row.label, version)
-        return result(
+        # 5. Follow-ups: other places on the target that embed the password (Spark View
+        # access links). The rotation itself is done; a follow-up failure is reported with it.
+        try:
+            followups = await target.follow_up(row, candidate)
+        except TargetError as exc:
+            followups = ()
+            note = "; ".join(n for n in (note, f"follow-up failed: {exc}") if n)
+        done = result(
             Status.ROTATED,
             Stage.PROMOTED,
             verified=verified,
@@ -485,6 +492,7 @@ class Runbook:
             error=note,
             rotated_at=promoted_at,
         )
+        return replace(done, followups=tuple(followups)) if followups else done
 
     async def _discard(self, row: Row, result: Callable[..., ItemResult], why: str) -> ItemResult:
         """The target definitely does not hold the candidate: drop it, the current stays valid."""

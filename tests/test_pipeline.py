@@ -65,6 +65,11 @@ class FakeTarget:
         value = self.held.get(row.target)
         return Secret(value) if value is not None else None
 
+    async def follow_up(self, row: Row, credential: Credential) -> list[str]:
+        if self.behaviour.get(row.target) == "followup-fails":
+            raise TargetError("GET /SYMLINK?action=update: HTTP 503")
+        return [f"access link of {row.target} updated"]
+
     async def aclose(self) -> None:
         pass
 
@@ -449,3 +454,15 @@ async def test_report_shows_last_attempt_failed_schedule_and_drift() -> None:
     assert out.drift is not None
     assert out.drift.secrets_without_row == ("rotate/ep1/computer/gone/RDP",)
     assert out.drift.rows_without_secret == (rows[3].label,)
+
+
+async def test_follow_ups_are_recorded_and_their_failure_noted_not_fatal() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(2)
+    target.behaviour["t1"] = "followup-fails"
+    out = await runbook(store, {"ep1": target}).run(rows)
+    assert out.items[0].followups == ("access link of t0 updated",)
+    assert out.items[0].as_record()["followups"] == ["access link of t0 updated"]
+    assert out.items[1].status is Status.ROTATED  # the password itself did rotate
+    assert "follow-up failed" in out.items[1].error

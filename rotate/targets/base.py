@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from rotate.models import Credential, Row, Secret
@@ -31,6 +32,10 @@ class Target(Protocol):
 
     async def read_back(self, row: Row) -> Secret | None:
         """The password the target now holds, or None when its answer has none."""
+        ...
+
+    async def follow_up(self, row: Row, credential: Credential) -> Sequence[str]:
+        """After a promoted rotation: update other places holding the password; say which."""
         ...
 
     async def aclose(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import quote
 
 from rotate.errors import EndpointUnavailable, TargetError
@@ -91,6 +92,9 @@ class RemotixTarget:
             return None
         value = body.get(f"{self._key(row.protocol)}.password") if isinstance(body, dict) else None
         return Secret(value) if isinstance(value, str) else None
+
+    async def follow_up(self, row: Row, credential: Credential) -> Sequence[str]:
+        return ()
 
     @property
     def requests(self) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import httpx
 
@@ -138,6 +138,9 @@ class SparkViewTarget:
         rdp = body.get("rdp") if isinstance(body, dict) else None
         value = rdp.get("password") if isinstance(rdp, dict) else None
         return Secret(value) if isinstance(value, str) else None
+
+    async def follow_up(self, row: Row, credential: Credential) -> Sequence[str]:
+        return ()
 
     @property
     def requests(self) -> int:
