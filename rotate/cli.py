@@ -15,6 +15,7 @@ from rich.logging import RichHandler
 
 from rotate import __version__
 from rotate.errors import EXIT_INTERRUPTED, RotateError
+from rotate.monitoring import ITEMS, json_handler, write_metrics
 from rotate.pipeline import Threshold
 from rotate.planner import Shard
 from rotate.progress import BarProgress, LogProgress, NullProgress, Progress
@@ -36,6 +37,12 @@ def _positive_int(text: str) -> int:
 
 
 def _verbosity(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=default,
+        help="log lines as text (default) or one JSON object a line, with a line per item",
+    )
     parser.add_argument(
         "-v", "--verbose", action="store_true", default=default, help="log more detail"
     )
@@ -95,6 +102,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "credential), under a lease of its own: N schedulers share one inventory",
     )
     parser.add_argument(
+        "--metrics-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write Prometheus metrics of the run (node-exporter textfile collector format)",
+    )
+    parser.add_argument(
         "--json",
         dest="json_path",
         type=Path,
@@ -114,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rotate {__version__}")
     _verbosity(parser, argparse.SUPPRESS)
-    parser.set_defaults(verbose=False, quiet=False)
+    parser.set_defaults(verbose=False, quiet=False, log_format="text")
     # The same flags after the command (`rotate run inv.csv -q`), without overriding a
     # flag given before it.
     flags = argparse.ArgumentParser(add_help=False)
@@ -222,6 +236,8 @@ def _config_path(arg: Path | None) -> Path | None:
 def _progress(args: argparse.Namespace, console: Console) -> Progress:
     if args.quiet:
         return NullProgress()
+    if args.log_format == "json":
+        return LogProgress()
     if console.is_terminal:
         return BarProgress(console)
     return LogProgress()
@@ -232,7 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    if console.is_terminal:
+    if args.log_format == "json":
+        # One JSON object a line, with a line per item (run id, item, stage, outcome).
+        logging.basicConfig(level=level, handlers=[json_handler(sys.stderr)])
+    elif console.is_terminal:
         # Log lines print above the live progress bar instead of tearing it.
         handler: logging.Handler = RichHandler(console=console, show_path=False)
         logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
@@ -243,10 +262,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Libraries log request URLs; Spark View URLs carry passwords in their query strings.
     for noisy in ("httpx", "httpcore", "urllib3", "hvac", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.log_format != "json" and not args.verbose:
+        ITEMS.setLevel(logging.WARNING)  # a line per item is for machines and -v
+    metrics = getattr(args, "metrics_file", None)
     try:
         return _dispatch(args, console)
     except RotateError as exc:
-        print(f"rotate: {exc}", file=sys.stderr)
+        if args.log_format == "json":
+            log.error("%s", exc, extra={"exit_code": exc.exit_code})
+        else:
+            print(f"rotate: {exc}", file=sys.stderr)
+        if metrics is not None:
+            write_metrics(metrics, args.command, exc.exit_code, None)
         return exc.exit_code
     except KeyboardInterrupt:
         print(
@@ -289,6 +316,8 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         progress=_progress(args, console),
     )
     result = execute(invocation)
+    if args.metrics_file is not None:
+        write_metrics(args.metrics_file, args.command, result.exit_code, result.record)
     print(summary_line(result.record))
     if result.record.plan_hash:
         print(

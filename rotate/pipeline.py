@@ -30,6 +30,7 @@ from rotate.models import (
     Stage,
     Status,
 )
+from rotate.monitoring import ITEMS
 from rotate.progress import NullProgress, Progress
 from rotate.settings import Settings
 from rotate.stores.base import SecretStore
@@ -319,6 +320,22 @@ class Runbook:
                     result = await self.rotate_one(row, state, d)
                 self.progress.item_done(row, result.status)
                 results[i] = result
+            ITEMS.info(
+                "%s: %s",
+                row.label,
+                result.status.value,
+                extra={
+                    "run_id": self.options.run_id,
+                    "item": row.label,
+                    "endpoint": row.endpoint,
+                    "stage": result.stage.value,
+                    "outcome": result.status.value,
+                    "verified": result.verified,
+                    "vault_path": result.vault_path,
+                    "vault_version": result.vault_version,
+                    "error": result.error,
+                },
+            )
             if result.status in (Status.FAILED, Status.IN_DOUBT):
                 failures += 1
                 if tolerated is not None and failures > tolerated and threshold is not None:
