@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
@@ -34,6 +35,7 @@ from rotate.report import (
     json_record,
     render_html,
     report_paths,
+    stats,
     write_json,
     write_reports,
 )
@@ -341,24 +343,33 @@ def test_html_title_names_the_mode(mode: str, title: str) -> None:
     assert f'<h1>{title} <span class="run-id">r-1</span></h1>' in html
 
 
-def test_html_escapes_hostile_inventory_text() -> None:
+@pytest.mark.parametrize("mode", ["run", "plan", "report"])
+def test_html_escapes_hostile_inventory_text(mode: str) -> None:
+    hostile_row = row(
+        f"t{HOSTILE}",
+        username=HOSTILE,
+        notes=HOSTILE,
+        domain=HOSTILE,
+        endpoint=f"e{HOSTILE}",
+        owner=HOSTILE,
+        policy=HOSTILE,
+    )
     rec = record(
         [
-            item(
-                row(
-                    f"t{HOSTILE}",
-                    username=HOSTILE,
-                    notes=HOSTILE,
-                    domain=HOSTILE,
-                    endpoint=f"e{HOSTILE}",
-                ),
-                Status.FAILED,
-                reason=HOSTILE,
-                error='x" onmouseover="alert(1)',
-            )
+            item(hostile_row, Status.FAILED, reason=HOSTILE, error='x" onmouseover="alert(1)'),
+            item(replace(hostile_row, line=3, target="t2"), Status.OVERDUE, age_days=200.0),
         ],
+        mode=mode,
         probes=(EndpointProbe(f"e{HOSTILE}", System.REMOTIX, False, HOSTILE),),
         aborted=HOSTILE,
+    )
+    rec = replace(
+        rec,
+        identity=HOSTILE,
+        inventory=HOSTILE,
+        config=HOSTILE,
+        plan_hash=HOSTILE,
+        drift=Drift((HOSTILE,), (HOSTILE,)),
     )
     html = render_html(rec)
     assert HOSTILE not in html
@@ -366,6 +377,8 @@ def test_html_escapes_hostile_inventory_text() -> None:
     assert 'onmouseover="alert' not in html
     # The page's one script is its own: the CSP hash is the hash of that script.
     assert html.count("<script>") == 1
+    # the endpoint's name as drawn in the chart (SVG text) is escaped too
+    assert '<text class="name" x="192" y="22.5" text-anchor="end">e&lt;script&gt;' in html
 
 
 def test_html_references_no_external_asset(mixed: RunRecord) -> None:
@@ -761,3 +774,388 @@ def sample_compliance() -> RunRecord:
             )
         )
     return _manifest("report", items, schedule_days=SCHEDULE_DAYS, drift=DRIFT)
+
+
+def figures_of(html: str) -> dict[str, tuple[int, str | None]]:
+    """The summary figures of a page: status -> (count, share shown or None)."""
+    found = re.findall(
+        r'<li class="figure f-([a-z_]+)[^"]*"><span class="n">(\d+)</span> '
+        r'<span class="what">[^<]+</span>(?: <span class="share">([\d.]+ %)</span>)?',
+        html,
+    )
+    return {key: (int(n), share or None) for key, n, share in found}
+
+
+def histogram_of(html: str) -> dict[str, int]:
+    """The age histogram's columns as drawn: bucket -> the count written above it."""
+    found = re.findall(
+        r'<g class="bar" data-bucket="([^"]+)">.*?<text class="count"[^>]*>(\d+)</text>', html, re.S
+    )
+    return {bucket: int(n) for bucket, n in found}
+
+
+# --- compliance: exact figures ------------------------------------------------------------
+
+#: what COMPLIANCE_ROWS add up to, worked out by hand
+EXPECTED_PERCENTAGES = {
+    "compliant": 60.0,
+    "overdue": 20.0,
+    "never_rotated": 10.0,
+    "last_attempt_failed": 10.0,
+}
+EXPECTED_BUCKETS = {
+    "0-7": 4,
+    "8-30": 2,
+    "31-60": 3,
+    "61-90": 3,
+    "91-180": 3,
+    "over_180": 2,
+    "never": 3,
+}
+
+
+def test_compliance_json_percentages_histogram_and_endpoints_are_exact() -> None:
+    data = json_record(sample_compliance())
+    assert data["percentages"] == EXPECTED_PERCENTAGES
+    assert data["due_before_next_run"] == 9
+    buckets = data["age_histogram"]
+    assert isinstance(buckets, list)
+    assert {b["bucket"]: b["count"] for b in buckets} == EXPECTED_BUCKETS
+    assert [b["bucket"] for b in buckets] == list(EXPECTED_BUCKETS)  # youngest first
+    by_bucket = {b["bucket"]: b for b in buckets}
+    assert by_bucket["31-60"] == {
+        "bucket": "31-60",
+        "min_days": 31,
+        "max_days": 60,
+        "count": 3,
+        "by_status": {"compliant": 2, "overdue": 1},
+    }
+    assert by_bucket["over_180"]["min_days"] == 181
+    assert by_bucket["over_180"]["max_days"] is None
+    assert by_bucket["never"]["by_status"] == {"never_rotated": 2, "last_attempt_failed": 1}
+    assert data["endpoint_compliance"] == [
+        {
+            "endpoint": "cloud",
+            "total": 5,
+            "compliant": 3,
+            "overdue": 1,
+            "never_rotated": 0,
+            "last_attempt_failed": 1,
+            "percent_compliant": 60.0,
+        },
+        {
+            "endpoint": "gw1",
+            "total": 8,
+            "compliant": 4,
+            "overdue": 2,
+            "never_rotated": 1,
+            "last_attempt_failed": 1,
+            "percent_compliant": 50.0,
+        },
+        {
+            "endpoint": "office-mac",
+            "total": 7,
+            "compliant": 5,
+            "overdue": 1,
+            "never_rotated": 1,
+            "last_attempt_failed": 0,
+            "percent_compliant": 71.43,
+        },
+    ]
+
+
+def test_compliance_html_shows_the_same_percentages_histogram_and_endpoints() -> None:
+    html = render_html(sample_compliance())
+    assert figures_of(html) == {
+        "total": (20, None),
+        "compliant": (12, "60.0 %"),
+        "overdue": (4, "20.0 %"),
+        "never_rotated": (2, "10.0 %"),
+        "last_attempt_failed": (2, "10.0 %"),
+        "soon": (9, None),
+    }
+    assert histogram_of(html) == EXPECTED_BUCKETS
+    endpoints = html.split('<table class="endpoints">', 1)[1].split("</table>", 1)[0]
+    shares = re.findall(r'<th scope="row">([^ ]+) .*?</svg> ([\d.]+ %)</td>', endpoints, re.S)
+    assert shares == [("cloud", "60.0 %"), ("gw1", "50.0 %"), ("office-mac", "71.4 %")]
+    assert "overdue by the next run, in 7 d" in html
+    assert "<dt>Next run in</dt><dd>7 days</dd>" in html
+
+
+def test_compliance_lists_drift_with_counts() -> None:
+    html = render_html(sample_compliance())
+    drift = html.split('id="drift-h"', 1)[1].split("</section>", 1)[0]
+    assert re.search(r'no inventory row <span class="count-pill bad">2</span>', drift)
+    assert re.search(r'no secret in Vault <span class="count-pill bad">3</span>', drift)
+    for path in (*DRIFT.secrets_without_row, *DRIFT.rows_without_secret):
+        assert f"<li><code>{path}</code></li>" in drift
+    data = json_record(sample_compliance())
+    assert data["drift"] == {
+        "secrets_without_row": list(DRIFT.secrets_without_row),
+        "rows_without_secret": list(DRIFT.rows_without_secret),
+    }
+
+
+def test_compliance_drift_not_checked_or_none() -> None:
+    unchecked = replace(sample_compliance(), drift=None)
+    assert "Drift was not checked" in render_html(unchecked)
+    assert json_record(unchecked)["drift"] is None
+    clean = replace(sample_compliance(), drift=Drift())
+    assert "No drift:" in render_html(clean)
+
+
+def test_compliance_drift_list_is_capped_on_the_page() -> None:
+    many = tuple(f"rotate/ghost/{n}" for n in range(html_report.MAX_DRIFT_LISTED + 5))
+    rec = replace(sample_compliance(), drift=Drift(secrets_without_row=many))
+    html = render_html(rec)
+    assert f'<span class="count-pill bad">{len(many)}</span>' in html
+    assert html.count("<li><code>rotate/ghost/") == html_report.MAX_DRIFT_LISTED
+    assert "and 5 more, listed in the JSON report" in html
+    assert len(json_record(rec)["drift"]["secrets_without_row"]) == len(many)  # type: ignore[index]
+
+
+def test_compliance_table_shows_age_max_age_and_next_run_flag() -> None:
+    body = table_body(render_html(sample_compliance()))
+    # cred-10: 85 days old, max 90, overdue within the 7 days to the next run.
+    line = body.split("cred-10 ", 1)[1].split("</tr>", 1)[0]
+    assert ">85.0</td>" in line
+    assert ">90</td>" in line
+    assert '<span class="badge s-soon">yes</span>' in line
+    assert "2024-12-09" in line  # last rotated, 85 days before STARTED
+    # Failures to act on first: the last attempt failed, then overdue, then never rotated.
+    order = re.findall(r'<tr data-status="([a-z_]+)"', body)
+    assert order[:2] == ["last_attempt_failed", "last_attempt_failed"]
+    assert order[2:6] == ["overdue"] * 4
+    assert order[6:8] == ["never_rotated"] * 2
+    # Among the compliant, the one overdue by the next run comes first.
+    assert body.index("cred-10 ") < body.index("cred-1 ")
+
+
+@pytest.mark.parametrize(
+    ("age", "bucket"),
+    [
+        (0.0, "0-7"),
+        (7.99, "0-7"),
+        (8.0, "8-30"),
+        (30.9, "8-30"),
+        (31.0, "31-60"),
+        (90.5, "61-90"),
+        (91.0, "91-180"),
+        (180.99, "91-180"),
+        (181.0, "over_180"),
+        (5000.0, "over_180"),
+        (None, "never"),
+    ],
+)
+def test_age_buckets_count_whole_days(age: float | None, bucket: str) -> None:
+    status = Status.NEVER_ROTATED if age is None else Status.COMPLIANT
+    assert stats.age_bucket(item(row("a"), status, age_days=age)) == bucket
+
+
+def test_age_histogram_has_unknown_only_for_unreadable_secrets() -> None:
+    items = [item(row("a"), Status.COMPLIANT, age_days=2.0)]
+    assert [b.key for b in stats.age_histogram(items)][-1] == "never"
+    items.append(item(row("b", line=3), Status.FAILED, error="Vault not read"))
+    buckets = stats.age_histogram(items)
+    assert (buckets[-1].key, buckets[-1].count) == ("unknown", 1)
+
+
+def test_percentages_of_nothing_are_zero() -> None:
+    assert stats.percentages([]) == dict.fromkeys(EXPECTED_PERCENTAGES, 0.0)
+    data = json_record(record([], mode="report"))
+    assert data["percentages"] == dict.fromkeys(EXPECTED_PERCENTAGES, 0.0)
+    assert "percentages" not in json_record(record([]))  # a run has no compliance figures
+
+
+# --- plan -----------------------------------------------------------------------------------
+
+
+def test_plan_shows_hash_and_the_command_that_runs_it() -> None:
+    html = render_html(sample_plan())
+    head = html.split('id="summary-h"', 1)[0]  # before the summary: prominent
+    assert f'<code id="plan-hash">{PLAN_HASH}</code>' in head
+    assert (
+        f'<code id="run-command">rotate run inventories/prod.csv --plan-hash {PLAN_HASH} '
+        "--config rotate.toml</code>"
+    ) in head
+    assert json_record(sample_plan())["plan_hash"] == PLAN_HASH
+
+
+def test_plan_command_quotes_paths_for_the_shell() -> None:
+    rec = replace(sample_plan(), inventory="my inv;rm -rf ~.csv", config="")
+    assert html_report.run_command(rec) == (
+        f"rotate run 'my inv;rm -rf ~.csv' --plan-hash {PLAN_HASH}"
+    )
+
+
+def test_plan_without_hash_says_so() -> None:
+    html = render_html(replace(sample_plan(), plan_hash=""))
+    assert "No plan hash was recorded" in html
+    assert "--plan-hash" not in html
+
+
+def test_plan_says_what_would_rotate_and_why() -> None:
+    html = render_html(sample_plan())
+    assert figures_of(html) == {
+        "total": (16, None),
+        "due": (8, None),
+        "not_due": (6, None),
+        "not_attempted": (2, None),
+    }
+    why = html.split('id="why-h"', 1)[1].split("</table>", 1)[0]
+    found = re.findall(
+        r'<tr class="why-([a-z_]+)"><td>.*?</td><td>([^<]+?)(?: <span[^>]*>[^<]*</span>)?</td>'
+        r'<td class="num">(\d+)</td>',
+        why,
+    )
+    assert found == [
+        ("due", "unfinished rotation", "1"),
+        ("due", "never rotated", "3"),
+        ("due", "age over max age", "4"),
+        ("not_attempted", "never rotated", "2"),
+        ("not_due", "within max age", "6"),
+    ]
+
+
+def test_plan_table_shows_policy_and_why_per_item() -> None:
+    body = table_body(render_html(sample_plan()))
+    old2 = body.split("old-2 ", 1)[1].split("</tr>", 1)[0]
+    assert '<td class="mono">strict</td>' in old2
+    assert "<td>age over max age</td>" in old2
+    new1 = body.split("new-1 ", 1)[1].split("</tr>", 1)[0]
+    assert '<td class="mono">vnc</td>' in new1
+    assert "<td>never rotated</td>" in new1
+    assert body.count('<td class="mono">default</td>') == 14
+    # Probe results: the unreachable endpoint and its (escaped) detail.
+    html = render_html(sample_plan())
+    assert '<span class="badge s-failed">unreachable</span>' in html
+    assert "connection refused &lt;img src=x" in html
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "age", "expected"),
+    [
+        (Status.DUE, "never rotated", None, stats.NEVER_ROTATED),
+        (Status.DUE, "forced (age 3.0 d, max 90 d)", 3.0, stats.FORCED),
+        (Status.DUE, "unfinished rotation from run r-1: resume it", 3.0, stats.UNFINISHED),
+        (Status.DUE, "age 91.0 d reached max 90 d", 91.0, stats.OVER_MAX_AGE),
+        (Status.DUE, "", 91.0, stats.OVER_MAX_AGE),  # from the age fields
+        (Status.DUE, "", None, stats.NEVER_ROTATED),
+        (Status.NOT_DUE, "age 3.0 d within max 90 d", 3.0, stats.WITHIN_MAX_AGE),
+        (Status.NOT_ATTEMPTED, "never rotated; endpoint e failed its probe", None, "never rotated"),
+        (Status.DUE, "something new", 3.0, stats.OTHER),
+    ],
+)
+def test_why_names_the_planners_reason(
+    status: Status, reason: str, age: float | None, expected: str
+) -> None:
+    it = item(row("a"), status, reason=reason, age_days=age, max_age_days=90)
+    assert stats.why(it) == expected
+
+
+# --- run --------------------------------------------------------------------------------------
+
+
+def test_run_manifest_names_who_what_and_the_input_hashes() -> None:
+    html = render_html(sample_run())
+    manifest = html.split('id="manifest-h"', 1)[1].split("</section>", 1)[0]
+    assert "<dt>Run by</dt><dd>token-ops-rotation</dd>" in manifest
+    assert "<dt>Tool version</dt><dd>rotate 1.4.2</dd>" in manifest
+    assert (
+        f'<code>inventories/prod.csv</code><span class="hash">SHA-256 <code>{SHA_INV}' in manifest
+    )
+    assert f'<code>rotate.toml</code><span class="hash">SHA-256 <code>{SHA_CONF}' in manifest
+    assert "<dt>Dry run</dt><dd>no</dd>" in manifest
+    assert '<meta name="generator" content="rotate 1.4.2">' in html
+
+
+def test_run_chart_has_one_bar_per_endpoint_with_counts_in_words() -> None:
+    html = render_html(sample_run())
+    chart = html.split('id="endpoint-chart"', 1)[1].split("</figure>", 1)[0]
+    words = re.findall(r'<text class="words"[^>]*>([^<]+)</text>', chart)
+    assert words == [
+        "5: 4 rotated · 1 in doubt",
+        "2: 2 not attempted",
+        "4: 3 rotated · 1 failed",
+        "7: 5 rotated · 1 skipped · 1 failed",
+    ]
+    legend = re.findall(r'<rect class="fill-([a-z_]+)" width="12"', chart)
+    assert legend == ["rotated", "skipped", "not_attempted", "in_doubt", "failed"]
+    assert figures_of(html) == {
+        "total": (18, None),
+        "rotated": (12, None),
+        "failed": (2, None),
+        "in_doubt": (1, None),
+        "not_attempted": (2, None),
+        "skipped": (1, None),
+    }
+
+
+def test_run_table_shows_stage_verification_and_the_proving_version() -> None:
+    body = table_body(render_html(sample_run()))
+    mac = body.split("mac-1 ", 1)[1].split("</tr>", 1)[0]
+    assert "<td>promoted</td><td>verified</td>" in mac.replace("\n", "")
+    assert 'rotate/cloud/mac-1 <span class="ver">v3</span>' in mac
+    conn = body.split("conn-2 ", 1)[1].split("</tr>", 1)[0]
+    assert "pushed only" in conn
+    assert "0.80 s" in conn
+
+
+def test_chart_draws_the_endpoints_needing_most_attention_when_there_are_many() -> None:
+    n = html_report.MAX_CHART_ENDPOINTS + 10
+    items = [
+        item(row(f"t{i}", endpoint=f"ep-{i:03d}", line=i + 2), Status.ROTATED) for i in range(n)
+    ]
+    items.append(item(row("bad", endpoint="ep-099", line=999), Status.FAILED))
+    html = render_html(record(items))
+    chart = html.split('id="endpoint-chart"', 1)[1].split("</figure>", 1)[0]
+    names = re.findall(r'<text class="name"[^>]*>([^<]+)</text>', chart)
+    assert len(names) == html_report.MAX_CHART_ENDPOINTS
+    assert "ep-099" in names  # the one with a failure is drawn
+    assert names == sorted(names)
+    assert "the 11 others are in the endpoint table" in chart  # ep-000..ep-049 and ep-099
+    assert table_body(html).count("<tr data-status=") == n + 1
+
+
+def test_json_record_adds_the_new_manifest_fields() -> None:
+    data = json_record(sample_plan())
+    assert data["identity"] == "token-ops-rotation"
+    assert data["tool_version"] == "1.4.2"
+    assert data["inventory_sha256"] == SHA_INV
+    assert data["config_sha256"] == SHA_CONF
+    assert data["plan_hash"] == PLAN_HASH
+    assert data["schedule_days"] is None
+    assert data["drift"] is None
+    assert data["stats"] == {}
+    assert json_record(sample_compliance())["schedule_days"] == SCHEDULE_DAYS
+
+
+def test_request_counts_show_in_json_and_manifest() -> None:
+    rec = replace(sample_run(), stats={"vault_requests": 31, "vendor_requests": 40})
+    assert json_record(rec)["stats"] == {"vault_requests": 31, "vendor_requests": 40}
+    html = render_html(rec)
+    assert "<dt>Round trips</dt><dd>31 vault requests · 40 vendor requests</dd>" in html
+    assert "Round trips" not in render_html(sample_run())
+
+
+def test_csv_carries_the_compliance_fields() -> None:
+    lines = read_csv(csv_report.dumps(sample_compliance()))
+    col = {name: i for i, name in enumerate(lines[0])}
+    tenth = lines[10]  # cred-10
+    assert tenth[col["target"]] == "cred-10"
+    assert tenth[col["age_days"]] == "85.0"
+    assert tenth[col["max_age_days"]] == "90"
+    assert tenth[col["due_before_next_run"]] == "true"
+    assert tenth[col["policy"]] == "default"
+    assert lines[12][col["last_failure_at"]] == "2025-03-03T05:06:07+00:00"
+
+
+@pytest.mark.parametrize("sample", [sample_run, sample_plan, sample_compliance])
+def test_every_page_escapes_the_planted_script(sample: object) -> None:
+    assert callable(sample)
+    html = render_html(sample())
+    assert PLANTED not in html
+    assert PLANTED_IMG not in html
+    assert '<p id="pwned">' not in html
+    assert "&lt;script&gt;document.title=&#34;PWNED&#34;" in html
+    assert html.count("<script>") == 1

@@ -13,9 +13,6 @@ from dataclasses import dataclass
 from rotate.models import Status
 from rotate.report.stats import AgeBucket, EndpointCounts
 
-#: bars drawn at most; the endpoint table below the chart lists every endpoint
-MAX_BARS = 40
-
 _ORDER = {s.value: i for i, s in enumerate(Status)}
 # The order segments stack in: good outcomes first, so the eye finds the trouble at the end.
 _STACK = (
@@ -102,9 +99,12 @@ _H_BAR = 20
 _H_TOP = 8
 
 
-def endpoint_bars(endpoints: Sequence[EndpointCounts]) -> Chart:
-    """One horizontal stacked bar per endpoint, lengths on one scale (the busiest endpoint)."""
-    drawn = list(endpoints[:MAX_BARS])
+def endpoint_bars(endpoints: Sequence[EndpointCounts], omitted: int = 0) -> Chart:
+    """One horizontal stacked bar per endpoint, lengths on one scale (the busiest endpoint).
+
+    `omitted`: endpoints the caller left out (the caption says where to find them).
+    """
+    drawn = list(endpoints)
     scale = _H_BARS / max((e.total for e in drawn), default=1)
     bars = []
     statuses: set[str] = set()
@@ -140,7 +140,7 @@ def endpoint_bars(endpoints: Sequence[EndpointCounts]) -> Chart:
         height=_H_TOP * 2 + max(len(bars), 1) * _H_ROW,
         bars=tuple(bars),
         legend=tuple(sorted(statuses, key=_stack_key)),
-        omitted=len(endpoints) - len(drawn),
+        omitted=omitted,
         axis=_H_LABEL,
         description="Outcomes by endpoint: one bar per endpoint, one segment per status",
     )

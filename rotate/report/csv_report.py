@@ -34,6 +34,7 @@ COLUMNS: tuple[str, ...] = (
     "duration_s",
     "reason",
     "error",
+    "followups",
 )
 
 # Excel, LibreOffice and Google Sheets run a cell starting with one of these as a formula
@@ -54,6 +55,8 @@ def _cell(value: object) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"  # as in the JSON record
+    if isinstance(value, list):
+        return neutralise("; ".join(str(v) for v in value))
     return neutralise(str(value))
 
 

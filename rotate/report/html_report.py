@@ -29,6 +29,9 @@ from rotate.report._files import write_atomic
 MAX_TABLE_ITEMS = 5000
 #: drift paths listed on the page, per list; the JSON record has them all
 MAX_DRIFT_LISTED = 1000
+#: endpoints drawn in a chart at most (those with most items needing attention); the
+#: endpoint table lists them all
+MAX_CHART_ENDPOINTS = 40
 
 _TITLES = {
     "run": "Rotation run",
@@ -207,6 +210,20 @@ def _figures(record: RunRecord, summary: dict[str, int]) -> list[Figure]:
     return figures
 
 
+def _chart(counted: list[stats.EndpointCounts]) -> charts.Chart:
+    """The endpoint chart; with many endpoints, those with most items needing attention."""
+    if len(counted) <= MAX_CHART_ENDPOINTS:
+        return charts.endpoint_bars(counted)
+
+    def trouble(ep: stats.EndpointCounts) -> tuple[int, int]:
+        fine = sum(ep.counts[s.value] for s in SUCCESSFUL)
+        return (ep.total - fine, ep.total)
+
+    worst = set(map(id, sorted(counted, key=trouble, reverse=True)[:MAX_CHART_ENDPOINTS]))
+    drawn = [ep for ep in counted if id(ep) in worst]  # still in name order
+    return charts.endpoint_bars(drawn, omitted=len(counted) - len(drawn))
+
+
 def run_command(record: RunRecord) -> str:
     """The command that carries out a plan: `rotate run INVENTORY --plan-hash HASH [--config]`."""
     words = ["rotate", "run", record.inventory or "INVENTORY", "--plan-hash", record.plan_hash]
@@ -272,7 +289,7 @@ def render_html(record: RunRecord, *, csv_name: str = "", json_name: str = "") -
         figures=_figures(record, summary),
         columns=columns,
         endpoints=_endpoint_lines(record, counted, columns),
-        chart=charts.endpoint_bars(counted),
+        chart=_chart(counted),
         items=shown,
         truncated=truncated,
         attention_total=len(attention),

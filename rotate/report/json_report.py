@@ -38,6 +38,7 @@ def json_record(record: RunRecord) -> dict[str, object]:
         "schedule_days": record.schedule_days,
         "rotate_version": __version__,
         "summary": record.summary(),
+        "stats": dict(record.stats),
         "drift": None
         if drift is None
         else {
