@@ -238,6 +238,14 @@ def execute(invocation: Invocation, store_factory: StoreFactory = default_store)
         rows = [r for r in rows if invocation.shard.holds(r)]
     if invocation.mode != "report":
         check_environment(rows, settings)
+    warnings = tuple(
+        f"endpoint {name}: TLS certificate checks are OFF (insecure = true); "
+        "anyone on the path can read the passwords sent"
+        for name in sorted({r.endpoint for r in rows})
+        if settings.endpoints[name].insecure
+    )
+    for warning in warnings:
+        log.warning("%s", warning)
     inventory_sha = file_sha256(invocation.inventory)
     config_sha = file_sha256(Path(settings.source)) if settings.source != "<defaults>" else ""
     started = datetime.now(UTC)
@@ -259,6 +267,8 @@ def execute(invocation: Invocation, store_factory: StoreFactory = default_store)
                 invocation.mode,
                 settings.run.lease_ttl_s,
             )
+            if (preflight := getattr(store, "preflight", None)) is not None:  # VaultStore
+                preflight([r.vault_path for r in rows], lease=lease.path)  # before any write
             lease.acquire()
         targets = build_targets(rows, settings, store) if invocation.mode != "report" else {}
         outcome = asyncio.run(
@@ -288,6 +298,7 @@ def execute(invocation: Invocation, store_factory: StoreFactory = default_store)
         plan_hash=outcome.plan_hash,
         schedule_days=invocation.schedule_days,
         drift=outcome.drift,
+        warnings=warnings,
         stats={
             "vault_requests": int(getattr(store, "requests", 0)),
             "vendor_requests": sum(t.requests for t in targets.values()),

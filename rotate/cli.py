@@ -222,6 +222,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="config naming the endpoints (default: $ROTATE_CONFIG, else ./rotate.toml)",
     )
     sim_cli.add_arguments(p)
+
+    p = command(
+        "discover", help="write an inventory CSV from what the endpoints hold (never a secret)"
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config naming the endpoints (default: $ROTATE_CONFIG, else ./rotate.toml)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, metavar="FILE", help="write to FILE (default: stdout)"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.add_argument(
+        "--incomplete",
+        action="store_true",
+        help="also write rows whose username the API does not give (empty, with a note): "
+        "fill them in before `rotate plan`",
+    )
     return parser
 
 
@@ -291,6 +311,15 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         from rotate.demo import run_demo
 
         return run_demo(args.out_dir, args.inventory, args.config, _progress(args, console))
+    if args.command == "discover":
+        from rotate.discover import run_discover
+
+        return run_discover(
+            load_settings(_config_path(args.config)),
+            args.out,
+            force=args.force,
+            incomplete=args.incomplete,
+        )
     if args.command == "simulate":
         from rotate.inventory import load_inventory
         from rotate.sim import cli as sim_cli

@@ -256,6 +256,7 @@ class RunRecord:
     schedule_days: float | None = None  # report: days until the next scheduled run
     drift: Drift | None = None  # report: Vault and the inventory disagreeing
     stats: Mapping[str, int] = field(default_factory=dict)  # round trips to Vault and vendors
+    warnings: tuple[str, ...] = ()  # shown on every report (e.g. TLS checks switched off)
 
     def summary(self) -> dict[str, int]:
         """Counts by status; the six DESIGN.md keys are always present."""

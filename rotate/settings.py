@@ -30,9 +30,23 @@ class VaultSettings:
     mount: str = "secret"
     prefix: str = "rotate"
     pending_prefix: str = ""  # where candidates are staged; default "<prefix>/_pending"
-    auth: str = "token"
+    auth: str = "token"  # token | approle | kubernetes (see rotate/vaultauth.py)
     token: Secret | None = field(default=None, repr=False)  # from VAULT_TOKEN or token_file only
     token_file: str = "~/.vault-token"  # noqa: S105 - a path, not a secret
+    # auth = "approle": role id and secret id from VAULT_ROLE_ID / VAULT_SECRET_ID, else from
+    # these files (read at login); never from the config file itself
+    role_id: Secret | None = field(default=None, repr=False)  # from VAULT_ROLE_ID only
+    secret_id: Secret | None = field(default=None, repr=False)  # from VAULT_SECRET_ID only
+    role_id_file: str | None = None
+    secret_id_file: str | None = None
+    approle_mount: str = "approle"
+    # auth = "kubernetes": the pod's service-account JWT (read at login: the kubelet rotates it)
+    kubernetes_role: str | None = None
+    kubernetes_jwt_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    kubernetes_mount: str = "kubernetes"
+    # a writing run first asks Vault (sys/capabilities-self) whether its token may do what
+    # the run needs, and refuses before any change when it may not
+    preflight: bool = True
     cacert: str | None = None
     namespace: str | None = None
     timeout_s: float = 10.0
@@ -87,8 +101,10 @@ class EndpointSettings:
     url: str
     per_endpoint_concurrency: int | None = None  # default: [run] per_endpoint_concurrency
     timeout_s: float | None = None
-    verify_tls: bool = True
-    ca_bundle: str | None = None
+    insecure: bool = False  # TLS without certificate checks: warned about everywhere
+    ca_bundle: str | None = None  # PEM file of the CA(s) that signed the endpoint's cert
+    client_cert: str | None = None  # PEM client certificate, for gateways that ask for one
+    client_key: str | None = None  # its key, when not in client_cert
     # Remotix
     token_env: str | None = None  # bearer token, sent when the variable is set
     probe_path: str = "/groups"
@@ -97,6 +113,10 @@ class EndpointSettings:
     apple_key: str = "apple"
     vnc_key: str = "apple"  # a plain VNC server's key name is not documented
     verify_computers: bool = True
+    # The API has no documented call that lists cloud computers: `rotate discover` reads
+    # the connections of these computer ids. (Values are lower-cased like every list key;
+    # Remotix computer ids are numeric.)
+    computers: tuple[str, ...] = ()
     # Spark View
     gateway_password_env: str | None = None
     gateway_password_vault: str | None = None  # "<path>#<key>" in the KV mount
@@ -104,6 +124,15 @@ class EndpointSettings:
     password_param: str = "pwd"  # noqa: S105 - a parameter name
     domain_param: str = "domain"
     send_definition_on_update: bool = True  # resend displayName/server: update may replace
+    # Access links (/SYMLINK) whose `parameters` embed a rotated server logon are updated
+    # after the rotation (listed once per run).
+    update_links: bool = True
+    link_server_column: str = "resourceId"  # the list column holding the link's server id
+    # Resend the link's server, password, validFrom, validTo and comment with each update
+    # (update may replace); validTime is never resent, as it would restart the validity.
+    send_link_fields_on_update: bool = True
+    # After a rotation, reset the account's two-factor enrolment (/CONTROL?target=twofa).
+    reset_twofa: bool = False
     # The gateway answers every failure as 500 {"error:": ...}, even one after it applied an
     # update; only these words (lower case) in a write's error make it a definite refusal.
     write_refusals: tuple[str, ...] = (
@@ -145,6 +174,9 @@ class Settings:
 
 _SECTIONS = {"vault", "run", "policies", "endpoints"}
 _FORBIDDEN_SECRET_KEYS = {"token", "password", "secret_id", "gateway_password"}
+VAULT_AUTH_METHODS = ("token", "approle", "kubernetes")
+# [vault] keys that would put a login secret in the file (token and secret_id are above)
+_VAULT_SECRET_KEYS = ("role_id", "jwt", "kubernetes_jwt")
 
 
 def _build(
@@ -276,6 +308,13 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         return value
 
     vault_raw = table("vault")
+    for key in _VAULT_SECRET_KEYS:
+        if key in vault_raw:
+            errors.append(
+                f"vault.{key}: secrets never live in the config file; "
+                "use the environment or a file (see README)"
+            )
+    vault_raw = {k: v for k, v in vault_raw.items() if k not in _VAULT_SECRET_KEYS}
     vault = _build(VaultSettings, vault_raw, "vault", errors) or VaultSettings()
     overrides: dict[str, Any] = {}
     for var, attr in (
@@ -285,8 +324,10 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
     ):
         if env.get(var):
             overrides[attr] = env[var]
-    token = env.get("VAULT_TOKEN")
-    if not token:
+    # With a login method the run gets its own token: VAULT_TOKEN (perhaps a stale one in a
+    # scheduler's environment) and the token file are not used, nor read.
+    token = env.get("VAULT_TOKEN") if vault.auth == "token" else None
+    if not token and vault.auth == "token":
         token_path = Path(vault.token_file).expanduser()
         try:
             token = token_path.read_text(encoding="utf-8").strip() or None
@@ -298,12 +339,15 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
             token = None
     if token:
         overrides["token"] = Secret(token)
+    if vault.auth == "approle":
+        for var, attr in (("VAULT_ROLE_ID", "role_id"), ("VAULT_SECRET_ID", "secret_id")):
+            if env.get(var, "").strip():
+                overrides[attr] = Secret(env[var].strip())
     vault = replace(vault, **overrides)
-    if vault.auth != "token":
-        errors.append(f"vault.auth: {vault.auth!r} is not supported yet (supported: 'token')")
+    errors.extend(vault_auth_problems(vault))
     if why := _url_problem(vault.addr):
         errors.append(f"vault.addr: {why}")
-    for key in ("mount", "prefix", "pending_prefix"):
+    for key in ("mount", "prefix", "pending_prefix", "approle_mount", "kubernetes_mount"):
         value = getattr(vault, key)
         if key == "pending_prefix" and not value:
             continue  # empty: the default, <prefix>/_pending
@@ -400,6 +444,14 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         endpoint = replace(endpoint, system=System(endpoint.system))
         if "url" not in stand_ins and (why := _url_problem(endpoint.url)):
             errors.append(f"{where}.url: {why}")
+        for key in ("client_cert", "client_key"):
+            value = getattr(endpoint, key)
+            if value is not None and not Path(value).is_file():
+                errors.append(f"{where}.{key}: {value!r} is not a file")
+        if endpoint.client_key and not endpoint.client_cert:
+            errors.append(f"{where}.client_key: given without client_cert")
+        if endpoint.insecure and endpoint.ca_bundle:
+            errors.append(f"{where}: insecure = true and ca_bundle contradict each other")
         if endpoint.ca_bundle is not None and not Path(endpoint.ca_bundle).is_file():
             # found out only when the first request is made, as a traceback
             errors.append(f"{where}.ca_bundle: {endpoint.ca_bundle!r} is not a file")
@@ -426,6 +478,56 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
     return Settings(
         vault=vault, run=run, policies=policies, endpoints=endpoints, source=source, env=env
     )
+
+
+def vault_auth_problems(vault: VaultSettings) -> list[str]:
+    """What keeps the login method from working, found before any network call.
+
+    Only the sources of the login secrets are checked (an environment variable set, or a file
+    that exists and is readable); the files are read at login, never echoed.
+    """
+    if vault.auth not in VAULT_AUTH_METHODS:
+        supported = ", ".join(repr(m) for m in VAULT_AUTH_METHODS)
+        return [f"vault.auth: {vault.auth!r} is not supported (supported: {supported})"]
+    problems = []
+    if vault.auth == "approle":
+        for what, value, var, key in (
+            ("role id", vault.role_id, "VAULT_ROLE_ID", "role_id_file"),
+            ("secret id", vault.secret_id, "VAULT_SECRET_ID", "secret_id_file"),
+        ):
+            path = getattr(vault, key)
+            if value is not None:
+                continue  # the environment wins over the file
+            if not path:
+                problems.append(
+                    f"vault: auth = 'approle' needs a {what}: set {var} "
+                    f"or name a file in vault.{key}"
+                )
+            elif why := _unreadable(path):
+                problems.append(f"vault.{key}: {path!r} {why}")
+    elif vault.auth == "kubernetes":
+        if not vault.kubernetes_role:
+            problems.append(
+                "vault: auth = 'kubernetes' needs vault.kubernetes_role (the Vault role "
+                "bound to this service account)"
+            )
+        if why := _unreadable(vault.kubernetes_jwt_file):
+            problems.append(
+                f"vault.kubernetes_jwt_file: {vault.kubernetes_jwt_file!r} {why} "
+                "(is this running in a pod with a service-account token?)"
+            )
+    return problems
+
+
+def _unreadable(path: str) -> str | None:
+    """Why a file named in the config cannot be read (None when it can), without reading it."""
+    try:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            return "is not a file" if p.exists() else "does not exist"
+    except (OSError, ValueError) as exc:  # a NUL in the path, say
+        return f"cannot be used: {exc}"
+    return None if os.access(p, os.R_OK) else "is not readable by this user"
 
 
 def policy_problems(policy: PolicySettings) -> list[str]:

@@ -249,7 +249,7 @@ CONFIG_FAULTS = [
     _set("office.system", "endpoints.office", "system", '["remotix"]', "endpoints.office.system"),
     _set("office.system", "endpoints.office", "system", '{ name = "remotix" }'),
     _set("office.system", "endpoints.office", "system", '"citrix"', "endpoints.office.system"),
-    _set("office.verify", "endpoints.office", "verify_tls", '"no"', "endpoints.office.verify_tls"),
+    _set("office.verify", "endpoints.office", "insecure", '"no"', "endpoints.office.insecure"),
     _set("office.url", "endpoints.office", "url", "8750", "endpoints.office.url: expected str"),
     _set("policy.vnc", "policies.vnc", "length", '"8"', "policies.vnc.length: expected int"),
     # unknown sections and keys
@@ -348,7 +348,7 @@ CONFIG_FAULTS = [
     _set("policy.sym", "policies.sym", "symbol_set", '""', "policies.sym.symbol_set: empty"),
     _set("policy.html", "policies.html", "symbol_set", '"<script>"', "policies.html.symbol_set"),
     # vault paths and auth
-    _set("vault.auth", "vault", "auth", '"approle"', "vault.auth: 'approle' is not supported"),
+    _set("vault.auth", "vault", "auth", '"ldap"', "vault.auth: 'ldap' is not supported"),
     _set("vault.paths", "vault", "prefix", '"/rotate"', "vault.prefix: '/rotate' must be"),
     _set("vault.paths", "vault", "prefix", '"ro\\u0000tate"', "vault.prefix:"),
     _set("vault.paths", "vault", "pending_prefix", '"rotate"', "vault.pending_prefix: 'rotate'"),

@@ -26,6 +26,7 @@ def json_record(record: RunRecord) -> dict[str, object]:
         "finished_at": record.finished_at.isoformat(),
         "duration_s": round((record.finished_at - record.started_at).total_seconds(), 3),
         "aborted": record.aborted,
+        "warnings": list(record.warnings),
         "identity": record.identity,
         "tool_version": record.tool_version or __version__,
         "inventory": record.inventory,

@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from rotate.errors import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE
@@ -17,6 +18,7 @@ from rotate.sim.host import LOOPBACK, AsyncSimulatorHost, serve_until_signalled
 from rotate.sim.remotix import RemotixState
 from rotate.sim.seed import new_state, seed_states
 from rotate.sim.sparkview import SparkViewState
+from rotate.sim.tls import make_tls
 
 
 def _rate(text: str) -> float:
@@ -55,6 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--free-ports",
         action="store_true",
         help="listen on free ports even where an endpoint's URL names a loopback port",
+    )
+    parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="serve HTTPS with a new self-signed CA whose certificate is written to "
+        "DIR/simulator-ca.pem (give it to the endpoints as ca_bundle)",
     )
 
 
@@ -148,7 +158,10 @@ async def _serve(
     env: Mapping[str, str],
     out: Callable[[str], None],
 ) -> None:
-    host = AsyncSimulatorHost()
+    tls = make_tls(args.tls_dir) if args.tls_dir is not None else None
+    if tls is not None:
+        out(f"TLS: trust {tls.ca_file} (ca_bundle)")
+    host = AsyncSimulatorHost(tls=tls.server if tls else None)
     try:
         for index, e in enumerate(endpoints):
             token = e.bearer_token(env)

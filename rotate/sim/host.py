@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -64,8 +65,9 @@ def endpoint_settings(endpoint: EndpointSettings) -> dict[str, Any]:
 class AsyncSimulatorHost:
     """Simulators served from the running event loop; every method runs on that loop."""
 
-    def __init__(self, *, shutdown_timeout: float = 0.5) -> None:
+    def __init__(self, *, shutdown_timeout: float = 0.5, tls: ssl.SSLContext | None = None) -> None:
         self._shutdown_timeout = shutdown_timeout
+        self._tls = tls  # serve HTTPS with this server context (see rotate.sim.tls)
         self._running: dict[str, _Running] = {}
 
     @property
@@ -134,13 +136,14 @@ class AsyncSimulatorHost:
         sock: socket.socket | None = None
         try:
             sock = _listen(port)
-            await web.SockSite(runner, sock, backlog=1024).start()
+            await web.SockSite(runner, sock, backlog=1024, ssl_context=self._tls).start()
         except BaseException:
             if sock is not None:
                 sock.close()
             await runner.cleanup()
             raise
-        url = f"http://{LOOPBACK}:{sock.getsockname()[1]}"
+        scheme = "https" if self._tls is not None else "http"
+        url = f"{scheme}://{LOOPBACK}:{sock.getsockname()[1]}"
         self._running[name] = _Running(system, sim, runner, url)
         return url
 
@@ -187,8 +190,8 @@ class SimulatorHost:
     for tests (plain dicts and ints).
     """
 
-    def __init__(self, *, shutdown_timeout: float = 0.5) -> None:
-        self._host = AsyncSimulatorHost(shutdown_timeout=shutdown_timeout)
+    def __init__(self, *, shutdown_timeout: float = 0.5, tls: ssl.SSLContext | None = None) -> None:
+        self._host = AsyncSimulatorHost(shutdown_timeout=shutdown_timeout, tls=tls)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="rotate-sim")
         self._thread.daemon = True

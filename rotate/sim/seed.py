@@ -6,6 +6,7 @@ import random
 import secrets
 import string
 from collections.abc import Callable, Iterable, Mapping
+from urllib.parse import urlencode
 
 from rotate.models import VNC_MAX_LENGTH, VNC_TYPE_PROTOCOLS, Kind, Row, System
 from rotate.settings import EndpointSettings
@@ -26,11 +27,14 @@ def seed_states(
     rows: Iterable[Row],
     endpoints: Mapping[str, EndpointSettings],
     rng_seed: int | None = None,
+    *,
+    links: bool = False,
 ) -> dict[str, RemotixState | SparkViewState]:
     """One state per endpoint named in `rows`, holding every object the rows refer to.
 
     Each credential gets the row's username and domain and a random initial password
     (`secrets`, or a seeded generator when `rng_seed` is given; 8 characters for VNC types).
+    With `links`, each Spark View server also gets access links (see `add_access_links`).
     A row naming an endpoint absent from `endpoints`, or of another system, is a ValueError.
     """
     choose: Callable[[str], str] = (
@@ -81,7 +85,46 @@ def seed_states(
                 f"line {row.line}: a {row.kind.value} row cannot live on "
                 f"{endpoint.system.value} endpoint {row.endpoint!r}"
             )
+    if links:
+        for name, state in states.items():
+            if isinstance(state, SparkViewState):
+                add_access_links(state, endpoints[name], lambda: password("RDP"))
     return states
+
+
+def add_access_links(
+    state: SparkViewState,
+    endpoint: EndpointSettings,
+    new_password: Callable[[], str] | None = None,
+) -> list[str]:
+    """Access links for every server with a stored logon, as a gateway often has them.
+
+    `<id>-link` embeds the server's logon (user, password and domain, in the endpoint's
+    parameter names, between other parameters); `<id>-other` logs on to the same server as
+    another account with a password of its own; `<id>-prompt` names the user but no password.
+    Returns the ids of the links that embed a server's logon (those a rotation updates).
+    """
+    make = new_password or (lambda: "".join(secrets.choice(_ALPHABET) for _ in range(16)))
+    embedding = []
+    for server in list(state.servers.values()):
+        username = server.rdp.get("username")
+        password = server.rdp.get("password")
+        if not username or not password:
+            continue
+        logon = [(endpoint.user_param, username), (endpoint.password_param, password)]
+        if server.rdp.get("domain"):
+            logon.append((endpoint.domain_param, server.rdp["domain"]))
+        around = [("width", "1280"), *logon, ("height", "800")]
+        state.add_symlink(
+            f"{server.id}-link", server.id, urlencode(around), "5d", comment="helpdesk"
+        )
+        embedding.append(f"{server.id}-link")
+        other = [(endpoint.user_param, f"{username}-other"), (endpoint.password_param, make())]
+        state.add_symlink(f"{server.id}-other", server.id, urlencode(other), "8h")
+        state.add_symlink(
+            f"{server.id}-prompt", server.id, urlencode([(endpoint.user_param, username)])
+        )
+    return embedding
 
 
 def _group(state: RemotixState) -> str:

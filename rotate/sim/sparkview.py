@@ -201,6 +201,11 @@ class SparkViewState(SimCounters):
         return self.server_credentials(id).get("password")
 
 
+def _moment(value: str) -> int | str:
+    """A validFrom/validTo query value: epoch milliseconds as the number the list shows."""
+    return int(value) if value.isascii() and value.isdigit() else value
+
+
 def _valid_to(valid_from: int, valid_time: str) -> int | str:
     m = _VALID_TIME.match(valid_time)
     if m is None:
@@ -362,9 +367,9 @@ class SparkViewSimulator(Simulator):
                 comment=q.get("comment", ""),
             )
             if "validFrom" in q:
-                link.valid_from = q["validFrom"]
+                link.valid_from = _moment(q["validFrom"])
             if "validTo" in q:
-                link.valid_to = q["validTo"]
+                link.valid_to = _moment(q["validTo"])
             return self.committed(link.as_record())
         link = self._link(_required(q, "symlink"))
         if action == "update":
@@ -381,8 +386,12 @@ class SparkViewSimulator(Simulator):
             if new_valid_time is not None:
                 link.valid_time = new_valid_time
                 link.valid_to = _valid_to(_now_ms(), new_valid_time)
-            link.valid_from = q.get("validFrom", link.valid_from)
-            link.valid_to = q.get("validTo", link.valid_to)
+            # Merge: a field the update does not name keeps its value; a resent one (a
+            # careful client resends what it keeps) is stored as the list shows it.
+            if "validFrom" in q:
+                link.valid_from = _moment(q["validFrom"])
+            if "validTo" in q:
+                link.valid_to = _moment(q["validTo"])
             return self.committed(link.as_record())
         if action == "delete":
             self.check_reject([link.id, link.resource_id])

@@ -4,14 +4,20 @@ Error translation happens here, at the edge: hvac and requests exceptions become
 (or StoreUnavailable from `check`) with a message built from the path and Vault's short error
 strings, scrubbed of the token and of the password being written. The hvac exception is never
 chained (`from None`): it carries the raw response body.
+
+The token comes from a `TokenKeeper` (rotate/vaultauth.py): given, or logged in for once in
+`check` (AppRole, Kubernetes); every thread's client sends the same one; it is renewed during
+a long run and, when the run created it, revoked by `close`.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, cast
@@ -25,6 +31,9 @@ from requests.adapters import HTTPAdapter
 from rotate.errors import CasConflict, PendingConflict, StoreError, StoreUnavailable
 from rotate.models import Credential, PendingCandidate, Secret, SecretState
 from rotate.settings import VaultSettings
+from rotate.vaultauth import TokenKeeper
+
+log = logging.getLogger(__name__)
 
 #: builds the hvac client of one thread; the default follows the VaultSettings
 ClientFactory = Callable[[], hvac.Client]
@@ -164,6 +173,9 @@ class VaultStore:
         self._lock = threading.Lock()
         self._closed = False
         self.requests = 0  # round trips to Vault so far
+        self._keeper = TokenKeeper(
+            settings, lambda: self._factory(), self._set_token, self._describe
+        )
 
     # --- SecretStore ------------------------------------------------------------------------
 
@@ -171,6 +183,8 @@ class VaultStore:
         """Fail with StoreUnavailable unless Vault is reachable, unsealed and takes the token."""
         addr = self._settings.addr
         client = self._client()
+        # sys/health lives in the root namespace only: asked within one, OpenBao answers 400.
+        namespace, client.adapter.namespace = client.adapter.namespace, None
         try:
             health = client.adapter.get(
                 "/v1/sys/health",
@@ -179,6 +193,8 @@ class VaultStore:
             )
         except OSError as exc:  # requests' errors, and a CA bundle path that is no file
             raise StoreUnavailable(f"Vault at {addr} is unreachable: {_reason(exc)}") from None
+        finally:
+            client.adapter.namespace = namespace
         status, body = _status_and_json(health)
         # An uninitialised server is sealed too: say the more useful thing first.
         if body.get("initialized") is False or status == 501:
@@ -190,6 +206,7 @@ class VaultStore:
                 f"Vault at {addr} does not answer like Vault (sys/health: HTTP {status})"
             )
 
+        self._keeper.ensure_token(client)  # AppRole / Kubernetes: log in, once
         if not client.token:
             raise StoreUnavailable(
                 f"no token for Vault at {addr}: set VAULT_TOKEN or write it to ~/.vault-token"
@@ -207,9 +224,134 @@ class VaultStore:
             raise StoreUnavailable(
                 f"Vault at {addr} failed the token lookup: {self._detail(exc, ())}"
             ) from None
+        self._keeper.watch(data)  # renewed from now on when it may expire during the run
         self._check_mount(client)
         # Never data["id"]: that is the token itself.
         return str(data.get("display_name") or data.get("entity_id") or "token")
+
+    def preflight(self, paths: Sequence[str], *, lease: str | None = None) -> None:
+        """Refuse a writing run before any change when its token may not do what it needs.
+
+        One request to sys/capabilities-self (Vault's default policy allows it) asks for the
+        token's capabilities where the run writes: for a sample of `paths` (secret paths
+        relative to the mount, one per top-level folder), the current secret's data and
+        metadata and the pending candidate's data and metadata; and the run lease `lease`.
+        StoreUnavailable (exit 3) names every missing capability with its path. A token that
+        may not ask is let through with a warning: a denied call then fails its own item, as
+        it does with `[vault] preflight = false`. A missing LIST only warns (the run reads
+        row by row instead).
+        """
+        if not self._settings.preflight:
+            return
+        needs = self._needs(paths, lease)
+        if not needs:
+            return
+        addr = self._settings.addr
+        client = self._client()
+        try:
+            answer = client.adapter.post(
+                "/v1/sys/capabilities-self", json={"paths": sorted({n.path for n in needs})}
+            )
+        except (
+            hvac_errors.Forbidden,
+            hvac_errors.InvalidPath,
+            hvac_errors.InvalidRequest,
+            hvac_errors.UnsupportedOperation,
+            hvac_errors.UnexpectedError,
+        ) as exc:
+            log.warning(
+                "the token's capabilities were not checked before the run: Vault answered "
+                "sys/capabilities-self with %s (give the token the default policy); "
+                "a denied path fails its items one by one",
+                self._describe(exc),
+            )
+            return
+        except (requests.exceptions.RequestException, OSError) as exc:
+            raise StoreUnavailable(f"Vault at {addr} is unreachable: {_reason(exc)}") from None
+        except hvac_errors.VaultError as exc:
+            raise StoreUnavailable(
+                f"Vault at {addr} failed the capability check: {self._describe(exc)}"
+            ) from None
+        body: dict[str, Any] = answer if isinstance(answer, dict) else {}
+        data = body.get("data")
+        granted: dict[str, Any] = data if isinstance(data, dict) else body
+        if not any(isinstance(granted.get(n.path), list) for n in needs):
+            log.warning(
+                "the token's capabilities were not checked before the run: Vault's answer to "
+                "sys/capabilities-self names none of the paths asked about"
+            )
+            return
+        # The same gap on every sampled folder is said once: (what, why) -> the paths.
+        missing: dict[tuple[str, str], list[str]] = {}
+        for need in needs:
+            have = granted.get(need.path)
+            if not isinstance(have, list):
+                log.warning("Vault did not say what the token may do on %s", need.path)
+                continue
+            lacking = need.lacking({str(c) for c in have})
+            if not lacking:
+                continue
+            if need.required:
+                missing.setdefault((lacking, need.purpose), []).append(need.path)
+            else:
+                log.warning("the Vault token lacks %s on %s (%s)", lacking, need.path, need.purpose)
+        if missing:
+            gaps = []
+            for (lacking, purpose), where in missing.items():
+                more = len(where) - 1
+                like = f" and on {more} more path(s) like it" if more else ""
+                gaps.append(f"{lacking} on {where[0]} ({purpose}){like}")
+            raise StoreUnavailable(
+                "the Vault token may not do what this run needs, so nothing was changed: it "
+                "lacks " + "; ".join(gaps) + ". Grant these in its policy "
+                "(see deploy/vault-policy.hcl)"
+            )
+        log.debug("the Vault token may do what this run needs (%d paths checked)", len(needs))
+
+    def _needs(self, paths: Sequence[str], lease: str | None) -> list[_Need]:
+        """The capabilities a writing run needs (and the LISTs it would like), by API path."""
+        samples: dict[str, str] = {}
+        for path in paths:
+            try:
+                check_path(path, self._root)
+            except StoreError:
+                continue  # the item fails on its own, with this message
+            samples.setdefault("/".join(path.split("/")[:2]), path)
+            if len(samples) >= _PREFLIGHT_SAMPLES:
+                break
+        m = self._mount
+        needs: list[_Need] = []
+        for path in samples.values():
+            pending = pending_path_of(path, self._root)
+            needs += [
+                _Need(f"{m}/data/{path}", ("read", "create", "update"), "the current password"),
+                _Need(
+                    f"{m}/metadata/{path}",
+                    ("read", "patch|update"),
+                    "its versions and custom_metadata",
+                ),
+                _Need(f"{m}/data/{pending}", ("read", "create", "update"), "its pending candidate"),
+                _Need(
+                    f"{m}/metadata/{pending}",
+                    ("read", "delete"),
+                    "dropping the candidate once promoted or discarded",
+                ),
+            ]
+        if needs:
+            needs.append(
+                _Need(
+                    f"{m}/metadata/{self._root}/",
+                    ("list",),
+                    "finding unfinished rotations in one request",
+                    required=False,
+                )
+            )
+        if lease:
+            needs += [
+                _Need(f"{m}/data/{lease}", ("read", "create", "update"), "the run lease"),
+                _Need(f"{m}/metadata/{lease}", ("delete",), "releasing the run lease"),
+            ]
+        return needs
 
     def read_state(self, path: str, pending: bool = True) -> SecretState:
         """Current version, last rotation and pending candidate (if any) of one secret;
@@ -413,10 +555,12 @@ class VaultStore:
             )
 
     def close(self) -> None:
-        """Close every thread's session; later calls fail with StoreError."""
+        """Stop renewing the token and revoke it if this run logged in for it (never a token
+        it was given); close every thread's session; later calls fail with StoreError."""
         with self._lock:
             self._closed = True
             clients, self._clients = self._clients, []
+        self._keeper.close()
         for client in clients:
             client.adapter.close()
 
@@ -467,12 +611,28 @@ class VaultStore:
         return hvac.Client(
             url=s.addr,
             # "" rather than None: hvac would otherwise go looking for a token on its own.
-            token=s.token.reveal() if s.token is not None else "",
+            token=self._keeper.token,
             verify=s.cacert or True,
             timeout=cast(int, s.timeout_s),  # requests takes a float; the stub says int
             session=session,
             namespace=s.namespace or None,
         )
+
+    def _set_token(self, token: str) -> None:
+        """Hand a new token (a login) to every thread's client; later clients start with it."""
+        with self._lock:
+            for client in self._clients:
+                client.token = token
+
+    def _describe(self, exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+        """An hvac/requests error in a few words, every known secret masked."""
+        if isinstance(exc, hvac_errors.VaultError):
+            return self._detail(exc, secrets)
+        if isinstance(exc, requests.exceptions.Timeout):
+            return f"no answer within {self._settings.timeout_s:g}s"
+        if isinstance(exc, OSError):  # requests' errors are OSErrors too
+            return _reason(exc)
+        return type(exc).__name__
 
     # --- reads and writes -------------------------------------------------------------------
 
@@ -625,12 +785,34 @@ class VaultStore:
         errors = exc.errors if isinstance(exc.errors, list) else []
         text = "; ".join(" ".join(str(e).split()) for e in errors)
         token = self._settings.token.reveal() if self._settings.token else ""
-        for secret in (*secrets, token):
+        for secret in (*secrets, token, *self._keeper.masked()):
             if secret:
                 text = text.replace(secret, "***")
         if len(text) > _MAX_DETAIL:
             text = text[:_MAX_DETAIL] + "..."
         return f"{head}: {text}" if text else head
+
+
+#: secret paths the preflight samples: one per top-level folder (say <prefix>/<endpoint>)
+_PREFLIGHT_SAMPLES = 32
+
+
+@dataclass(frozen=True)
+class _Need:
+    """Capabilities one API path must grant; "a|b" is satisfied by either."""
+
+    path: str
+    capabilities: tuple[str, ...]
+    purpose: str
+    required: bool = True
+
+    def lacking(self, have: set[str]) -> str:
+        """The missing capabilities, quoted ("'create' and 'update'"), or "" when none."""
+        if "root" in have:
+            return ""
+        missing = [c for c in self.capabilities if not have.intersection(c.split("|"))]
+        quoted = [" or ".join(repr(a) for a in c.split("|")) for c in missing]
+        return " and ".join(quoted)
 
 
 def _is_cas_mismatch(exc: hvac_errors.InvalidRequest) -> bool:

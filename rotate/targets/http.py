@@ -49,13 +49,23 @@ class Redactor:
         return text
 
 
+def tls_context(endpoint: EndpointSettings) -> ssl.SSLContext | bool:
+    """Certificate checks against the system CAs or the endpoint's own; off only if insecure."""
+    if endpoint.insecure:
+        return False
+    context = ssl.create_default_context(cafile=endpoint.ca_bundle)
+    if endpoint.client_cert:
+        context.load_cert_chain(endpoint.client_cert, endpoint.client_key)
+    return context
+
+
 def make_client(endpoint: EndpointSettings, run: RunSettings) -> httpx.AsyncClient:
     """One small-pooled client per endpoint: measured to scale far better than a shared one."""
     limit = endpoint.per_endpoint_concurrency or run.per_endpoint_concurrency
     # The bearer token, if any, is sent per request by the target (see Endpoint.headers), so
     # it never sits in a client object that might be printed.
     headers = {"Accept": "application/json", "User-Agent": "rotate"}
-    verify: ssl.SSLContext | str | bool = endpoint.ca_bundle or endpoint.verify_tls
+    verify: ssl.SSLContext | bool = tls_context(endpoint)
     return httpx.AsyncClient(
         base_url=endpoint.url,
         headers=headers,
@@ -148,7 +158,9 @@ class Endpoint:
                         method, path, params=params, json=json, headers=self._headers
                     )
             except _NOT_SENT as exc:
-                last = f"{type(exc).__name__} (could not connect)"
+                last = f"{type(exc).__name__} (could not connect{_tls_reason(exc)})"
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                    raise TargetError(f"{what}: {last}") from None  # no retry will help
             except httpx.TimeoutException as exc:
                 maybe_applied = maybe_applied or write
                 last = f"{type(exc).__name__} (no answer within the timeout)"
@@ -187,6 +199,15 @@ class Endpoint:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _tls_reason(exc: Exception) -> str:
+    """The TLS verdict of a failed connection, if that is why (the text names no URL)."""
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
+        reason = text.split("]", 1)[-1].split("(_ssl", 1)[0].strip()
+        return f": TLS {reason}"[:200] if reason else ": TLS handshake failed"
+    return ""
 
 
 def _error_detail(response: httpx.Response) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import quote
 
 from rotate.errors import EndpointUnavailable, TargetError
@@ -95,6 +96,75 @@ class RemotixTarget:
 
     async def follow_up(self, row: Row, credential: Credential) -> Sequence[str]:
         return ()
+
+    # -- reads for `rotate discover` (never a password) -----------------------------------
+
+    async def _get_json(self, path: str, what: str) -> Any:
+        response = await self.http.request("GET", path, what=what)
+        try:
+            return response.json()
+        except ValueError:
+            raise TargetError(f"{what}: the answer is not JSON") from None
+
+    async def groups(self) -> list[tuple[str, str]]:
+        """(group_uid, name) of every address-book group."""
+        body = await self._get_json("/groups", "GET /groups")
+        if not isinstance(body, list):
+            raise TargetError("GET /groups: unexpected answer shape")
+        return [
+            (str(g["group_uid"]), str(g.get("name") or ""))
+            for g in body
+            if isinstance(g, dict) and g.get("group_uid")
+        ]
+
+    async def group_items(self, group_uid: str) -> list[tuple[str, str, str]]:
+        """(uid, name, type) of every item of a group."""
+        what = "GET /group/<uid>"
+        body = await self._get_json(f"/group/{_seg(group_uid)}", what)
+        if not isinstance(body, list):
+            raise TargetError(f"{what}: unexpected answer shape")
+        return [
+            (str(i["uid"]), str(i.get("name") or ""), str(i.get("type") or ""))
+            for i in body
+            if isinstance(i, dict) and i.get("uid")
+        ]
+
+    async def computer_connections(self, computer_id: str) -> list[str]:
+        """The connection types of a computer as path segments (`RDP`, `RDP_3390`), as given:
+        an item is the segment itself, or an object with `id` (the segment), or `type` and
+        `port`."""
+        what = "GET /computer/<id>/connections"
+        body = await self._get_json(f"/computer/{_seg(computer_id)}/connections", what)
+        if not isinstance(body, list):
+            raise TargetError(f"{what}: unexpected answer shape")
+        out = []
+        for item in body:
+            if isinstance(item, str):
+                out.append(item)
+            elif isinstance(item, dict) and isinstance(item.get("id"), str):
+                out.append(item["id"])
+            elif isinstance(item, dict) and isinstance(item.get("type"), str):
+                port = item.get("port")
+                out.append(f"{item['type']}_{port}" if port not in (None, "") else item["type"])
+        return out
+
+    async def computer_logon(
+        self, computer_id: str, suffix: str, protocol: str
+    ) -> tuple[str, str | None]:
+        """The username and domain a computer connection stores (its password is dropped)."""
+        what = f"GET /computer/<id>/{suffix}/credentials"
+        body = await self._get_json(
+            f"/computer/{_seg(computer_id)}/{_seg(suffix)}/credentials", what
+        )
+        if not isinstance(body, dict):
+            return "", None
+        key = self._key(protocol)
+        username = body.get(f"{key}.username")
+        domain = body.get(f"{key}.domain")
+        return (
+            username if isinstance(username, str) else "",
+            domain if isinstance(domain, str) and domain else None,
+        )
 
     @property
     def requests(self) -> int:

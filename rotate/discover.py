@@ -1,0 +1,494 @@
+"""`rotate discover`: an inventory CSV from what the endpoints of a config hold; no secret.
+
+Spark View: one `server` row per listed server, its username and domain from the server's
+stored logon (read one by one; the password in that answer is dropped unread). Remotix: one
+`connection` row per item of each address-book group, and one `computer` row per connection
+of each computer id the endpoint's `computers` setting names (the API lists no computers),
+its username from the connection's stored credentials.
+
+The address-book API gives no username back: such rows cannot be rotated until someone fills
+the username in. By default they are left out (and counted in a warning), so the output
+feeds `rotate plan` unchanged; with `incomplete` they are written with an empty username and
+a note saying so (and `rotate plan` rejects the file until they are filled in).
+
+Every endpoint is probed as a run probes it; one that fails is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import logging
+import os
+import re
+import secrets
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from rotate.errors import (
+    EXIT_ITEMS_FAILED,
+    EXIT_OK,
+    EndpointUnavailable,
+    InventoryError,
+    RotateError,
+    UsageError,
+)
+from rotate.inventory import COLUMNS, load_inventory
+from rotate.models import VNC_TYPE_PROTOCOLS, Kind, Secret, System
+from rotate.passwords import validate_policy_for
+from rotate.settings import EndpointSettings, Settings
+from rotate.stores.base import SecretStore
+from rotate.targets import build_target
+from rotate.targets.remotix import RemotixTarget
+from rotate.targets.sparkview import SparkViewTarget
+
+log = logging.getLogger(__name__)
+
+#: an address-book item's type -> the inventory's connection protocol
+CONNECTION_TYPES = {
+    "RDP": "RDP",
+    "VNC": "APPLE",
+    "APPLE": "APPLE",
+    "SCREEN SHARING": "APPLE",
+    "APPLE SCREEN SHARING": "APPLE",
+    "NEAR": "NEAR",
+    "REMOTIX": "NEAR",
+}
+_SUFFIX = re.compile(r"(NEAR|RDP|VNC)(?:_([0-9]{1,5}))?")
+# what the inventory refuses in a cell (and a line break, which would shift line numbers)
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+UNKNOWN_USERNAME = (
+    "username unknown (the API does not give it): fill it in (and an RDP domain, if any) "
+    "before rotating"
+)
+
+StoreFactory = Callable[[Settings], SecretStore]
+
+
+@dataclass(frozen=True)
+class Found:
+    """One discovered credential: an inventory row without a secret."""
+
+    endpoint: str
+    kind: Kind
+    target: str
+    protocol: str
+    username: str = ""
+    port: int | None = None
+    domain: str | None = None
+    policy: str = ""
+    notes: str = ""
+
+    @property
+    def label(self) -> str:
+        suffix = f"{self.protocol}_{self.port}" if self.port is not None else self.protocol
+        return f"{self.endpoint}/{self.kind.value}/{self.target}/{suffix}"
+
+    def cells(self) -> dict[str, str]:
+        """The row's cells by inventory column (absent columns empty)."""
+        values = {
+            "endpoint": self.endpoint,
+            "kind": self.kind.value,
+            "target": self.target,
+            "username": self.username,
+            "protocol": self.protocol,
+            "port": "" if self.port is None else str(self.port),
+            "domain": self.domain or "",
+            "policy": self.policy,
+            "notes": self.notes,
+        }
+        return {c: _clean(values.get(c, "")) for c in COLUMNS}
+
+
+@dataclass
+class Discovery:
+    """What a discovery found: plan-ready rows, rows lacking a username, and what went wrong."""
+
+    rows: list[Found] = field(default_factory=list)
+    incomplete: list[Found] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    skipped_endpoints: list[str] = field(default_factory=list)
+    partial_endpoints: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        log.warning("%s", message)
+        self.warnings.append(message)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when an endpoint was skipped or read only in part; else 0."""
+        return EXIT_ITEMS_FAILED if self.skipped_endpoints or self.partial_endpoints else EXIT_OK
+
+
+def _clean(value: str) -> str:
+    """A cell the inventory accepts: no control or invisible formatting characters."""
+    return _UNPRINTABLE.sub(" ", value).strip()
+
+
+def to_csv(rows: Iterable[Found]) -> str:
+    """The inventory CSV: the contract's columns, header first."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row.cells())
+    return buffer.getvalue()
+
+
+def _vnc_policy(settings: Settings) -> str | None:
+    """A policy a VNC-type password can use (8 characters at most): `default` if it can."""
+    names = ["default", *(n for n in settings.policies if n != "default")]
+    for name in names:
+        policy = settings.policies.get(name)
+        if policy is not None and validate_policy_for("VNC", policy) is None:
+            return name
+    return None
+
+
+# -- per system -------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads one endpoint; a failed read of one object is a warning, the endpoint partial."""
+
+    def __init__(self, endpoint: EndpointSettings, settings: Settings, found: Discovery) -> None:
+        self.endpoint = endpoint
+        self.settings = settings
+        self.found = found
+        self.rows: list[Found] = []
+        self.partial = False
+
+    def warn(self, message: str, *, partial: bool = False) -> None:
+        self.found.warn(f"endpoint {self.endpoint.name}: {message}")
+        self.partial = self.partial or partial
+
+    async def sparkview(self, target: SparkViewTarget) -> None:
+        ids = target.server_ids()
+
+        async def one(server_id: str) -> None:
+            display, host = target.server_definition(server_id)
+            where = " on ".join(p for p in (display if display != server_id else "", host) if p)
+            notes = f"Spark View server {server_id}" + (f" ({where})" if where else "")
+            try:
+                username, domain = await target.server_logon(server_id)
+            except RotateError as exc:
+                self.warn(f"server {server_id!r}: logon not read ({exc})", partial=True)
+                username, domain = "", None
+            self.rows.append(
+                Found(
+                    self.endpoint.name,
+                    Kind.SERVER,
+                    server_id,
+                    "RDP",
+                    username,
+                    domain=domain,
+                    notes=notes,
+                )
+            )
+
+        await asyncio.gather(*(one(i) for i in ids))
+
+    async def remotix(self, target: RemotixTarget) -> None:
+        await asyncio.gather(self._connections(target), self._computers(target))
+
+    async def _connections(self, target: RemotixTarget) -> None:
+        try:
+            groups = await target.groups()
+        except RotateError as exc:
+            self.warn(f"address-book groups not read ({exc})", partial=True)
+            return
+        seen: set[str] = set()
+
+        async def group(uid: str, name: str) -> None:
+            try:
+                items = await target.group_items(uid)
+            except RotateError as exc:
+                self.warn(f"group {name or uid!r} not read ({exc})", partial=True)
+                return
+            for item_uid, item_name, item_type in items:
+                protocol = CONNECTION_TYPES.get(" ".join(item_type.upper().split()))
+                if protocol is None:
+                    self.warn(
+                        f"connection {item_uid!r} ({item_name}) skipped: type {item_type!r} "
+                        f"is none of {', '.join(CONNECTION_TYPES)}"
+                    )
+                    continue
+                if item_uid in seen:
+                    continue  # listed in two groups: one credential all the same
+                seen.add(item_uid)
+                label = f"{item_name} " if item_name and item_name != item_uid else ""
+                self.rows.append(
+                    Found(
+                        self.endpoint.name,
+                        Kind.CONNECTION,
+                        item_uid,
+                        protocol,
+                        notes=f"Remotix address book: {label}(group {name or uid})",
+                    )
+                )
+
+        await asyncio.gather(*(group(uid, name) for uid, name in groups))
+
+    async def _computers(self, target: RemotixTarget) -> None:
+        vnc_policy = _vnc_policy(self.settings)
+
+        async def connection(computer_id: str, segment: str) -> None:
+            m = _SUFFIX.fullmatch(segment)
+            if m is None:
+                self.warn(
+                    f"computer {computer_id!r}: connection {segment!r} skipped: not "
+                    "NEAR, RDP or VNC with an optional _<port>"
+                )
+                return
+            protocol, port = m.group(1), int(m.group(2)) if m.group(2) else None
+            try:
+                username, domain = await target.computer_logon(computer_id, segment, protocol)
+            except RotateError as exc:
+                self.warn(
+                    f"computer {computer_id!r} {segment}: credentials not read ({exc})",
+                    partial=True,
+                )
+                username, domain = "", None
+            policy = ""
+            if protocol in VNC_TYPE_PROTOCOLS:
+                if vnc_policy is None:
+                    self.warn(
+                        f"computer {computer_id!r} {segment} skipped: no policy in the config "
+                        "makes a VNC password (8 characters at most); add [policies.vnc] "
+                        "length = 8"
+                    )
+                    return
+                policy = "" if vnc_policy == "default" else vnc_policy
+            self.rows.append(
+                Found(
+                    self.endpoint.name,
+                    Kind.COMPUTER,
+                    computer_id,
+                    protocol,
+                    username,
+                    port=port,
+                    domain=domain if protocol == "RDP" else None,
+                    policy=policy,
+                    notes=f"Remotix cloud computer {computer_id}, connection {segment}",
+                )
+            )
+
+        async def computer(computer_id: str) -> None:
+            try:
+                segments = await target.computer_connections(computer_id)
+            except RotateError as exc:
+                self.warn(f"computer {computer_id!r} not read ({exc})", partial=True)
+                return
+            await asyncio.gather(*(connection(computer_id, s) for s in dict.fromkeys(segments)))
+
+        await asyncio.gather(*(computer(c) for c in dict.fromkeys(self.endpoint.computers)))
+
+
+# -- the whole config -------------------------------------------------------------------------
+
+
+class _Secrets:
+    """Gateway passwords from the environment, else from Vault (opened only if needed)."""
+
+    def __init__(self, settings: Settings, store_factory: StoreFactory | None) -> None:
+        self.settings = settings
+        self.store_factory = store_factory
+        self.store: SecretStore | None = None
+
+    def gateway_password(self, endpoint: EndpointSettings) -> Secret:
+        """The endpoint's gateway password; EndpointUnavailable saying why if there is none."""
+        env = self.settings.env
+        var = endpoint.gateway_password_env
+        if var and env.get(var):
+            return Secret(env[var])
+        if endpoint.gateway_password_vault:
+            path, _, key = endpoint.gateway_password_vault.partition("#")
+            try:
+                if self.store is None:
+                    self.store = self._factory()(self.settings)
+                return Secret(self.store.read_field(path, key))
+            except RotateError as exc:
+                raise EndpointUnavailable(f"gateway password not readable: {exc}") from None
+        raise EndpointUnavailable(
+            f"environment variable {var} (the gateway password) is not set"
+            if var
+            else "no gateway password configured"
+        )
+
+    def _factory(self) -> StoreFactory:
+        if self.store_factory is not None:
+            return self.store_factory
+        from rotate.stores.vault import VaultStore
+
+        return lambda s: VaultStore(s.vault)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+async def _endpoint(
+    endpoint: EndpointSettings, settings: Settings, secrets_: _Secrets, found: Discovery
+) -> list[Found]:
+    """The rows of one endpoint, or none (and a warning) when it fails its probe."""
+    reader = _Reader(endpoint, settings, found)
+    try:
+        gateway = (
+            secrets_.gateway_password(endpoint) if endpoint.system is System.SPARKVIEW else None
+        )
+        target = build_target(endpoint, settings.run, settings.env, gateway)
+    except EndpointUnavailable as exc:
+        found.warn(f"endpoint {endpoint.name} skipped: {exc}")
+        found.skipped_endpoints.append(endpoint.name)
+        return []
+    try:
+        try:
+            detail = await target.probe()
+        except EndpointUnavailable as exc:
+            found.warn(f"endpoint {endpoint.name} skipped: failed its probe: {exc}")
+            found.skipped_endpoints.append(endpoint.name)
+            return []
+        log.info("endpoint %s: %s", endpoint.name, detail)
+        if isinstance(target, SparkViewTarget):
+            await reader.sparkview(target)
+        elif isinstance(target, RemotixTarget):
+            await reader.remotix(target)
+    finally:
+        await target.aclose()
+    if reader.partial:
+        found.partial_endpoints.append(endpoint.name)
+    return sorted(reader.rows, key=lambda r: (r.kind.value, r.target, r.protocol, r.port or 0))
+
+
+async def _discover(settings: Settings, secrets_: _Secrets) -> Discovery:
+    found = Discovery()
+    endpoints = list(settings.endpoints.values())
+    per_endpoint = await asyncio.gather(
+        *(_endpoint(e, settings, secrets_, found) for e in endpoints)
+    )
+    for endpoint, rows in zip(endpoints, per_endpoint, strict=True):
+        complete = [r for r in rows if r.username]
+        missing = [
+            replace(r, notes=f"{UNKNOWN_USERNAME}; {r.notes}") for r in rows if not r.username
+        ]
+        found.rows.extend(complete)
+        found.incomplete.extend(missing)
+        if missing:
+            kinds = ", ".join(sorted({r.kind.value for r in missing}))
+            found.warn(
+                f"endpoint {endpoint.name}: {len(missing)} {kinds} row(s) have no username "
+                "the API gives back (address-book connections never do)"
+            )
+    return found
+
+
+def _check(rows: list[Found], settings: Settings, found: Discovery) -> list[Found]:
+    """The rows the inventory loader accepts with this config; the others dropped, warned."""
+    for _ in range(3):
+        with tempfile.TemporaryDirectory(prefix="rotate-discover-") as tmp:
+            path = Path(tmp) / "discovered.csv"
+            path.write_text(to_csv(rows), encoding="utf-8")
+            try:
+                load_inventory(path, settings)
+            except InventoryError as exc:
+                problems = exc.problems
+            else:
+                return rows
+        bad: dict[int, list[str]] = {}
+        for problem in problems:
+            if problem.row is None or not 2 <= problem.row < len(rows) + 2:
+                raise UsageError(f"discover: the rows found do not make an inventory: {problem}")
+            bad.setdefault(problem.row - 2, []).append(
+                f"{problem.column}: {problem.message}" if problem.column else problem.message
+            )
+        for index, messages in sorted(bad.items()):
+            found.warn(f"{rows[index].label} left out: {'; '.join(messages)}")
+        rows = [r for i, r in enumerate(rows) if i not in bad]
+    raise UsageError("discover: the rows found do not make an inventory")  # pragma: no cover
+
+
+def discover(settings: Settings, *, store_factory: StoreFactory | None = None) -> Discovery:
+    """Read every endpoint of `settings`; rows checked against the inventory contract."""
+    if not settings.endpoints:
+        raise UsageError(f"config {settings.source} names no endpoint")
+    secrets_ = _Secrets(settings, store_factory)
+    try:
+        found = asyncio.run(_discover(settings, secrets_))
+    finally:
+        secrets_.close()
+    found.rows = _check(found.rows, settings, found)
+    return found
+
+
+def write_output(text: str, out: Path | None, *, force: bool) -> None:
+    """`text` to stdout, or to `out`, which is never overwritten unless `force`."""
+    if out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    if out.exists() and not force:
+        raise UsageError(f"{out} exists; pass --force to overwrite it")
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with tmp.open("x", encoding="utf-8", newline="") as f:
+            f.write(text)
+        if force:
+            os.replace(tmp, out)
+        else:
+            _link_or_replace(tmp, out)
+    except FileExistsError:
+        raise UsageError(f"{out} exists; pass --force to overwrite it") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _link_or_replace(tmp: Path, out: Path) -> None:
+    """Move `tmp` to `out` unless `out` exists (a hard link fails rather than overwrites)."""
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links
+        if out.exists():
+            raise FileExistsError(out) from None
+        os.replace(tmp, out)
+
+
+def run_discover(
+    settings: Settings,
+    out: Path | None,
+    *,
+    force: bool = False,
+    incomplete: bool = False,
+    store_factory: StoreFactory | None = None,
+) -> int:
+    """`rotate discover`: write the CSV; 0, or 1 when an endpoint was skipped or partial."""
+    if out is not None and out.exists() and not force:
+        raise UsageError(f"{out} exists; pass --force to overwrite it")
+    found = discover(settings, store_factory=store_factory)
+    rows: Sequence[Found] = found.rows + (found.incomplete if incomplete else [])
+    write_output(to_csv(rows), out, force=force)
+    left_out = (
+        ""
+        if incomplete or not found.incomplete
+        else (f", {len(found.incomplete)} without a username left out (--incomplete lists them)")
+    )
+    where = f" to {out}" if out is not None else ""
+    skipped = (
+        f"; endpoint(s) skipped: {', '.join(found.skipped_endpoints)}"
+        if found.skipped_endpoints
+        else ""
+    )
+    if found.partial_endpoints:
+        skipped += f"; read in part: {', '.join(found.partial_endpoints)}"
+    print(f"discover: {len(rows)} row(s){where}{left_out}{skipped}", file=sys.stderr)
+    return found.exit_code
+
+
+__all__ = ["CONNECTION_TYPES", "Discovery", "Found", "discover", "run_discover", "to_csv"]
