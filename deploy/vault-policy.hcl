@@ -58,3 +58,9 @@ path "auth/token/renew-self" {
 path "auth/token/revoke-self" {
   capabilities = ["update"]
 }
+
+# Only when a password policy in the config says generator = "vault": the candidate comes
+# from Vault's password policy of that name. Uncomment and name it.
+# path "sys/policies/password/corp-remote-access/generate" {
+#   capabilities = ["read"]
+# }

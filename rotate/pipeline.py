@@ -26,13 +26,14 @@ from rotate.models import (
     EndpointProbe,
     ItemResult,
     Row,
+    Secret,
     SecretState,
     Stage,
     Status,
 )
 from rotate.monitoring import ITEMS
 from rotate.progress import NullProgress, Progress
-from rotate.settings import Settings
+from rotate.settings import PolicySettings, Settings
 from rotate.stores.base import SecretStore
 from rotate.targets.base import Target
 
@@ -423,7 +424,13 @@ class Runbook:
                 )
         else:
             policy = self.settings.policies[row.policy]
-            candidate = Credential(row.username, passwords.generate(policy), row.domain)
+            try:
+                password = await self._generate(policy)
+            except StoreError as exc:
+                return result(
+                    Status.FAILED, Stage.PLANNED, error=f"no candidate, nothing changed: {exc}"
+                )
+            candidate = Credential(row.username, password, row.domain)
             try:
                 await self._vault(self.store.stage, path, candidate, self.options.run_id)
             except StoreError as exc:
@@ -510,6 +517,18 @@ class Runbook:
             rotated_at=promoted_at,
         )
         return replace(done, followups=tuple(followups)) if followups else done
+
+    async def _generate(self, policy: PolicySettings) -> Secret:
+        """A new password per the policy: made here, or by a Vault password policy."""
+        if policy.generator != "vault" or policy.vault_policy is None:
+            return passwords.generate(policy)
+        password = await self._vault(self.store.generate_password, policy.vault_policy)
+        if len(password) != policy.length:
+            raise StoreError(
+                f"Vault password policy {policy.vault_policy!r} made a password of "
+                f"{len(password)} characters; policy {policy.name!r} says {policy.length}"
+            )
+        return password
 
     async def _discard(self, row: Row, result: Callable[..., ItemResult], why: str) -> ItemResult:
         """The target definitely does not hold the candidate: drop it, the current stays valid."""

@@ -90,6 +90,11 @@ class PolicySettings:
     digits: bool = True
     symbols: bool = True
     symbol_set: str = DEFAULT_SYMBOLS
+    # "secrets": made here with Python's secrets module from the rules above; "vault": asked
+    # of Vault's password policy `vault_policy` (sys/policies/password/<name>/generate), and
+    # each candidate checked to be `length` characters long.
+    generator: str = "secrets"
+    vault_policy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -534,6 +539,14 @@ def policy_problems(policy: PolicySettings) -> list[str]:
     """What makes a policy unusable (an empty list when it is fine)."""
     where = f"policies.{policy.name}"
     problems = []
+    if policy.generator not in ("secrets", "vault"):
+        problems.append(f"{where}.generator: {policy.generator!r} is not 'secrets' or 'vault'")
+    if policy.generator == "vault" and not (
+        policy.vault_policy and re.fullmatch(r"[A-Za-z0-9._-]{1,128}", policy.vault_policy)
+    ):
+        problems.append(
+            f"{where}.vault_policy: generator = 'vault' needs the name of a Vault password policy"
+        )
     classes = sum((policy.lower, policy.upper, policy.digits, policy.symbols))
     if classes == 0:
         problems.append(f"{where}: at least one character class must be enabled")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
-from rotate.models import Credential, SecretState
+from rotate.models import Credential, Secret, SecretState
 
 
 class SecretStore(Protocol):
@@ -61,6 +61,10 @@ class SecretStore(Protocol):
 
     def read_field(self, path: str, key: str) -> str:
         """One field of a secret (a gateway password, say); StoreError if missing."""
+        ...
+
+    def generate_password(self, policy: str) -> Secret:
+        """A password from the Vault password policy `policy`."""
         ...
 
     def record_failure(self, path: str, run_id: str, at: datetime) -> None:

@@ -8,6 +8,7 @@ with `fail_next`.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from rotate.errors import CasConflict, PendingConflict, StoreError
-from rotate.models import Credential, PendingCandidate, SecretState
+from rotate.models import Credential, PendingCandidate, Secret, SecretState
 from rotate.settings import VaultSettings
 from rotate.stores.vault import (
     META_LAST_FAILURE_AT,
@@ -51,6 +52,7 @@ METHODS = frozenset(
         "record_failure",
         "list_paths",
         "list_pending",
+        "generate_password",
     }
 )
 
@@ -91,6 +93,7 @@ class MemoryStore:
         self._mount = settings.mount
         self._root = settings.pending_root
         self._lease_root = settings.lease_root
+        self.password_policies: dict[str, int] = {}  # name -> length, for generate_password
         self._clock = clock or (lambda: datetime.now(UTC))
         self._entries: dict[str, _Entry] = {}
         self._faults: dict[str, list[_Fault]] = {}
@@ -214,6 +217,16 @@ class MemoryStore:
             return data[key]
 
         return self._call("read_field", run)
+
+    def generate_password(self, policy: str) -> Secret:
+        """A password of the length registered for `policy` in `password_policies`."""
+
+        def run() -> Secret:
+            if policy not in self.password_policies:
+                raise StoreError(f"Vault has no password policy {policy!r}")
+            return Secret(secrets.token_urlsafe(64)[: self.password_policies[policy]])
+
+        return self._call("generate_password", run)
 
     def record_failure(self, path: str, run_id: str, at: datetime) -> None:
         """Note a failed or in-doubt attempt in custom_metadata (for the compliance report)."""

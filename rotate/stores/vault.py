@@ -483,6 +483,21 @@ class VaultStore:
             raise StoreError(f"field {key!r} of secret {where} is not a string")
         return value
 
+    def generate_password(self, policy: str) -> Secret:
+        """A password from Vault's password policy `policy` (sys/policies/password)."""
+        url = format_url("/v1/sys/policies/password/{name}/generate", name=policy)
+        where = f"password policy {policy!r}"
+        with self._translate(where):
+            try:
+                answer = self._client().adapter.get(url)
+            except hvac_errors.InvalidPath:
+                raise StoreError(f"Vault has no {where}") from None
+        data = answer.get("data") if isinstance(answer, dict) else None
+        value = data.get("password") if isinstance(data, dict) else None
+        if not isinstance(value, str) or not value:
+            raise StoreError(f"Vault's {where} answered without a password")
+        return Secret(value)
+
     def record_failure(self, path: str, run_id: str, at: datetime) -> None:
         """Note a failed or in-doubt attempt in custom_metadata (for the compliance report)."""
         check_path(path, self._root)

@@ -1,0 +1,100 @@
+"""Candidates from a Vault/OpenBao password policy (`generator = "vault"`)."""
+
+from __future__ import annotations
+
+import json
+import string
+import uuid
+from pathlib import Path
+
+import hvac
+import pytest
+
+from rotate.errors import ConfigError
+from rotate.models import Status
+from rotate.pipeline import Options, Runbook
+from rotate.settings import PolicySettings, load_settings
+from rotate.stores.memory import MemoryStore
+from tests.plugins.scene import World, cli, reconfigure
+from tests.test_pipeline import FakeTarget, make_rows, settings
+
+RULES = """
+length = 20
+rule "charset" {
+  charset = "abcdefghijkmnpqrstuvwxyz"
+  min-chars = 1
+}
+rule "charset" {
+  charset = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+  min-chars = 1
+}
+rule "charset" {
+  charset = "23456789"
+  min-chars = 1
+}
+"""
+ALLOWED = set("abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
+
+
+def vault_policy_settings(length: int, name: str = "corp") -> object:
+    base = settings()
+    policy = PolicySettings(name="default", length=length, generator="vault", vault_policy=name)
+    return type(base)(run=base.run, policies={"default": policy}, endpoints=base.endpoints)
+
+
+@pytest.mark.parametrize(("registered", "status"), [(20, Status.ROTATED), (12, Status.FAILED)])
+async def test_candidates_come_from_the_store_and_their_length_is_checked(
+    registered: int, status: Status
+) -> None:
+    store = MemoryStore()
+    store.password_policies["corp"] = registered
+    target = FakeTarget("ep1", store)
+    book = Runbook(
+        vault_policy_settings(20),
+        store,
+        {"ep1": target},  # type: ignore[arg-type]
+        Options(run_id="r", mode="run"),
+    )
+    out = await book.run(make_rows(2))
+    assert {i.status for i in out.items} == {status}
+    if status is Status.FAILED:
+        assert "made a password of 12 characters" in out.items[0].error
+        assert target.pushes == 0
+        assert store.pending_paths() == []
+    else:
+        assert all(len(p) == 20 for p in target.held.values())
+
+
+def test_generator_vault_needs_a_policy_name(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[policies.p]\ngenerator = "vault"\n')
+    with pytest.raises(ConfigError, match=r"policies\.p\.vault_policy"):
+        load_settings(config, env={})
+    config.write_text('[policies.p]\ngenerator = "dice"\n')
+    with pytest.raises(ConfigError, match=r"policies\.p\.generator"):
+        load_settings(config, env={})
+
+
+def test_a_run_with_an_openbao_password_policy(world: World, openbao_client: hvac.Client) -> None:
+    name = f"rotate-test-{uuid.uuid4().hex[:8]}"
+    openbao_client.adapter.put(f"/v1/sys/policies/password/{name}", json={"policy": RULES})
+    reconfigure(
+        world,
+        {
+            "[policies.default]\nlength = 24\n": "[policies.default]\nlength = 20\n"
+            f'generator = "vault"\nvault_policy = "{name}"\n'
+        },
+    )
+    json_path = world.out.parent / "r.json"
+    assert cli(world, "run", "--json", str(json_path)) == 0
+    record = json.loads(json_path.read_text())
+    assert record["summary"]["rotated"] == len(world.rows)
+    default_rows = [r for r in world.rows if r.policy == "default"]
+    assert default_rows
+    for row in default_rows:
+        password = world.current(row)
+        assert password is not None
+        assert len(password) == 20
+        assert set(password) <= ALLOWED
+        assert not set(password) & set(string.punctuation)
+    assert world.held(default_rows[0]) == world.current(default_rows[0])
