@@ -439,9 +439,23 @@ class Runbook:
                 )
 
         # 2. Push: an idempotent overwrite, retried inside the target on transient errors.
+        # A resumed candidate may already be on the target (an earlier run delivered it):
+        # where the API can tell, look first, and a "no" to the re-send then means it is not.
+        held_before: Secret | None = None
+        if decision.resume and target.verifiable(row):
+            held_before = await self._held(target, row)
         try:
-            await target.push(row, candidate)
+            if held_before is None or held_before != candidate.password:
+                await target.push(row, candidate)
         except Rejected as exc:
+            if decision.resume and held_before is None:
+                return result(
+                    Status.FAILED,
+                    Stage.STAGED,
+                    error=f"target refused the re-sent candidate ({exc}); an earlier run may "
+                    "have delivered it, so it stays pending: check the target, then "
+                    "`rotate reconcile`",
+                )
             return await self._discard(row, result, f"target rejected the new password: {exc}")
         except OutcomeUnknown as exc:
             return result(
@@ -517,6 +531,14 @@ class Runbook:
             rotated_at=promoted_at,
         )
         return replace(done, followups=tuple(followups)) if followups else done
+
+    async def _held(self, target: Target, row: Row) -> Secret | None:
+        """The password the target holds now, or None when it cannot be told."""
+        try:
+            return await target.read_back(row)
+        except TargetError as exc:
+            log.info("%s: read-back before re-sending failed (%s)", row.label, exc)
+            return None
 
     async def _generate(self, policy: PolicySettings) -> Secret:
         """A new password per the policy: made here, or by a Vault password policy."""

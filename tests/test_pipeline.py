@@ -192,7 +192,7 @@ async def test_unknown_outcome_is_in_doubt_and_candidate_kept_then_resumed() -> 
 
 async def test_unreachable_target_on_resume_keeps_candidate() -> None:
     store = MemoryStore()
-    target = FakeTarget("ep1", store)
+    target = FakeTarget("ep1", store, verifiable=False)
     rows = make_rows(1)
     target.behaviour["t0"] = "unknown"
     await runbook(store, {"ep1": target}).run(rows)
@@ -466,3 +466,46 @@ async def test_follow_ups_are_recorded_and_their_failure_noted_not_fatal() -> No
     assert out.items[0].as_record()["followups"] == ["access link of t0 updated"]
     assert out.items[1].status is Status.ROTATED  # the password itself did rotate
     assert "follow-up failed" in out.items[1].error
+
+
+async def test_resume_looks_first_and_promotes_what_the_target_already_holds() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(1)
+    target.behaviour["t0"] = "unknown"  # delivered, then the answer was lost
+    await runbook(store, {"ep1": target}).run(rows)
+    pushes = target.pushes
+    target.behaviour["t0"] = "reject"  # e.g. a target refusing to set the password it has
+    out = await runbook(store, {"ep1": target}).run(rows)
+    assert out.items[0].status is Status.ROTATED
+    assert target.pushes == pushes  # no re-send was needed
+    assert store.pending_paths() == []
+
+
+async def test_resume_refused_on_a_write_only_target_keeps_the_candidate() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store, verifiable=False)
+    rows = make_rows(1)
+    target.behaviour["t0"] = "unknown"
+    await runbook(store, {"ep1": target}).run(rows)
+    delivered = target.held["t0"]
+    target.behaviour["t0"] = "reject"
+    out = await runbook(store, {"ep1": target}).run(rows)
+    assert out.items[0].status is Status.FAILED
+    assert "stays pending" in out.items[0].error
+    pending = store.read_state(rows[0].vault_path).pending
+    assert pending is not None
+    assert pending.credential.password.reveal() == delivered  # no lockout
+
+
+async def test_resume_refused_where_the_target_holds_something_else_discards() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(1)
+    store.stage(rows[0].vault_path, Credential("admin", Secret("never-delivered-1")), "old")
+    target.held["t0"] = "the-current-one"
+    target.behaviour["t0"] = "reject"
+    out = await runbook(store, {"ep1": target}).run(rows)
+    assert out.items[0].status is Status.FAILED
+    assert "candidate discarded" in out.items[0].error
+    assert store.pending_paths() == []

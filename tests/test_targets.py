@@ -292,3 +292,14 @@ async def test_sparkview_write_error_is_in_doubt_unless_a_configured_refusal(
     with pytest.raises(Rejected, match="Locked by policy"):
         await target.push(r, CRED)
     await target.aclose()
+
+
+async def test_a_no_after_an_attempt_that_may_have_applied_is_in_doubt(
+    httpx_mock: HTTPXMock,
+) -> None:
+    httpx_mock.add_exception(httpx.ReadTimeout("timed out"))
+    httpx_mock.add_response(method="PUT", status_code=400, json={"error": "same password"})
+    target = remotix()
+    with pytest.raises(OutcomeUnknown, match="earlier attempt that may have applied it"):
+        await target.push(row(Kind.CONNECTION, "u1", "NEAR"), CRED)
+    await target.aclose()

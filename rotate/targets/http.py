@@ -171,6 +171,12 @@ class Endpoint:
                 if response.status_code == 200:
                     return response
                 message, definite = self._classify(response, failure, secrets)
+                if definite and maybe_applied:
+                    # An earlier attempt may have applied this very write; the "no" may be
+                    # about that (a target refusing to set the password it already has).
+                    raise OutcomeUnknown(
+                        f"{what}: {message}, after an earlier attempt that may have applied it"
+                    )
                 if definite:
                     raise Rejected(f"{what}: {message}")
                 if response.status_code != 429:
