@@ -233,3 +233,20 @@ def _error_detail(response: httpx.Response) -> str:
 def error_text(response: httpx.Response) -> str:
     """Public form of the vendor error extraction (used by targets that classify)."""
     return _error_detail(response)
+
+
+class HttpTarget:
+    """What every vendor adapter shares: its endpoint's settings and its request channel."""
+
+    def __init__(self, settings: EndpointSettings, http: Endpoint) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.http = http
+
+    @property
+    def requests(self) -> int:
+        """Round trips made so far, retries included."""
+        return self.http.requests
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

@@ -9,7 +9,7 @@ from urllib.parse import quote
 from rotate.errors import EndpointUnavailable, TargetError
 from rotate.models import Credential, Kind, Row, Secret
 from rotate.settings import EndpointSettings
-from rotate.targets.http import Endpoint
+from rotate.targets.http import Endpoint, HttpTarget
 
 
 def _seg(value: str) -> str:
@@ -17,13 +17,11 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
-class RemotixTarget:
+class RemotixTarget(HttpTarget):
     """PUT /connection/<uid>/credentials; PUT and GET /computer/<id>/<TYPE>[_<port>]."""
 
     def __init__(self, settings: EndpointSettings, http: Endpoint) -> None:
-        self.name = settings.name
-        self.settings = settings
-        self.http = http
+        super().__init__(settings, http)
 
     def _key(self, protocol: str) -> str:
         s = self.settings
@@ -165,10 +163,3 @@ class RemotixTarget:
             username if isinstance(username, str) else "",
             domain if isinstance(domain, str) and domain else None,
         )
-
-    @property
-    def requests(self) -> int:
-        return self.http.requests
-
-    async def aclose(self) -> None:
-        await self.http.aclose()

@@ -15,7 +15,7 @@ import httpx
 from rotate.errors import EndpointUnavailable, Rejected, TargetError
 from rotate.models import Credential, Row, Secret
 from rotate.settings import EndpointSettings
-from rotate.targets.http import Endpoint, ErrorText, error_text
+from rotate.targets.http import Endpoint, ErrorText, HttpTarget, error_text
 
 
 def link_ref(link_id: str) -> str:
@@ -105,15 +105,13 @@ class _Link:
     cells: dict[str, str]
 
 
-class SparkViewTarget:
+class SparkViewTarget(HttpTarget):
     """GET /SERVER?action=update (write) and /SERVER?action=list&id= (read back); after a
     rotation, /SYMLINK?action=update of the links embedding the logon, and optionally
     /CONTROL?target=twofa."""
 
     def __init__(self, settings: EndpointSettings, http: Endpoint, gateway_password: Secret):
-        self.name = settings.name
-        self.settings = settings
-        self.http = http
+        super().__init__(settings, http)
         self._pwd_hash = gateway_hash(gateway_password)
         http.redact.add(gateway_password, self._pwd_hash)
         # id -> (displayName, server), learnt from the probe's authenticated list.
@@ -386,10 +384,3 @@ class SparkViewTarget:
             username if isinstance(username, str) else "",
             domain if isinstance(domain, str) and domain else None,
         )
-
-    @property
-    def requests(self) -> int:
-        return self.http.requests
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
