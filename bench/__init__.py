@@ -1,0 +1,1 @@
+"""Benchmarks and long-running reliability scenarios (not part of the installed package)."""
