@@ -27,5 +27,11 @@ fmt: $(STAMP)
 	$(BIN)/ruff format rotate tests
 	$(BIN)/ruff check --fix rotate tests
 
+# A benchmark, not a test: prints figures and targets, asserts nothing (see bench/README.md).
+# make bench BENCH_ARGS="--quick"   or   BENCH_ARGS="--scenario latency --rows 2000"
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info reports/*.html reports/*.json reports/*.csv
