@@ -199,7 +199,7 @@ class Endpoint:
             if verdict is not None:
                 return self.redact(verdict[0], *secrets), verdict[1]
         status = response.status_code
-        detail = self.redact(_error_detail(response), *secrets)
+        detail = self.redact(error_text(response), *secrets)
         message = f"HTTP {status}" + (f": {detail}" if detail else "")
         return message, status not in _TRANSIENT_STATUSES
 
@@ -216,7 +216,7 @@ def _tls_reason(exc: Exception) -> str:
     return ""
 
 
-def _error_detail(response: httpx.Response) -> str:
+def error_text(response: httpx.Response) -> str:
     """The vendor's error text, if its body has one; short, and never the raw body."""
     try:
         body = response.json()
@@ -228,11 +228,6 @@ def _error_detail(response: httpx.Response) -> str:
             if isinstance(value, str):
                 return value[:200]
     return ""
-
-
-def error_text(response: httpx.Response) -> str:
-    """Public form of the vendor error extraction (used by targets that classify)."""
-    return _error_detail(response)
 
 
 class HttpTarget:
