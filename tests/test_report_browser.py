@@ -9,6 +9,7 @@ screenshots are kept in `test-artifacts/` for a person to look at.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -194,3 +195,41 @@ def test_charts_are_on_the_page(rendered: Rendered) -> None:
     if rendered.record.mode == "report":
         assert '<svg class="columns" role="img"' in dom
         assert histogram_of(dom) == EXPECTED_BUCKETS
+
+
+def test_paged_report_pages_render_and_run_their_script(tmp_path: Path) -> None:
+    """A paged report (35 items, 10 to a page): each page opens on its own, its script runs
+    under its own CSP, and its links name the sibling pages that are there."""
+    from tests.test_report_large import thirty_five
+
+    binary = chromium_path()
+    paths = write_reports(thirty_five(5), tmp_path / "reports", page_size=10)
+    second = paths.html.with_name(paths.html.stem + "-items-2.html")
+    ARTIFACTS.mkdir(exist_ok=True)
+    png = ARTIFACTS / "report-paged-2.png"
+    png.unlink(missing_ok=True)
+    chromium(
+        binary,
+        tmp_path / "profile-shot",
+        second.as_uri(),
+        f"--screenshot={png}",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        "--virtual-time-budget=2000",
+    )
+    assert png.stat().st_size > 20_000
+    for page, rows in ((paths.html, 7), (second, 10)):
+        dom = chromium(
+            binary,
+            tmp_path / f"profile-{page.stem}",
+            page.as_uri(),
+            "--dump-dom",
+            "--virtual-time-budget=2000",
+        ).stdout
+        assert (
+            f'<output id="item-count" aria-live="polite">{rows} of {rows} rows shown</output>'
+            in (dom)
+        )
+        assert '<nav class="pager" id="pager-top" aria-label="Item pages">' in dom
+        for href in set(re.findall(r'<a [^>]*href="([^"]+)"', dom)):
+            assert (page.parent / href).is_file(), href
+    assert figures_of(paths.html.read_text("utf-8"))["total"] == (35, None)

@@ -6,15 +6,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rotate.models import RunRecord
+from rotate.report import stats
 from rotate.report._files import report_stem
 from rotate.report.csv_report import write_csv
-from rotate.report.html_report import render_html, write_html
+from rotate.report.html_report import render_html, render_pages, write_html
 from rotate.report.json_report import json_record, write_json
 
 __all__ = [
     "ReportPaths",
     "json_record",
     "render_html",
+    "render_pages",
     "report_paths",
     "write_csv",
     "write_html",
@@ -40,15 +42,26 @@ def report_paths(record: RunRecord, out_dir: Path) -> ReportPaths:
     )
 
 
-def write_reports(record: RunRecord, out_dir: Path) -> ReportPaths:
+def write_reports(record: RunRecord, out_dir: Path, *, page_size: int | None = None) -> ReportPaths:
     """Write the HTML, JSON and CSV reports of `record` into `out_dir`, creating it if needed.
 
     Each file is replaced atomically; the HTML is written last, so the page a person opens
-    never points to a CSV or JSON that is not there yet.
+    never points to a CSV or JSON that is not there yet. The JSON and CSV are streamed item
+    by item; a record with more than `page_size` items (default
+    `html_report.MAX_TABLE_ITEMS`) gets item pages beside its HTML page
+    (`<mode>-<run_id>-items-2.html`, ...), which `ReportPaths.html` links to.
     """
     paths = report_paths(record, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(record, paths.json)
+    tally = stats.tally(record.items)  # counted once, for the JSON and the page
+    write_json(record, paths.json, tally=tally)
     write_csv(record, paths.csv)
-    write_html(record, paths.html, csv_name=paths.csv.name, json_name=paths.json.name)
+    write_html(
+        record,
+        paths.html,
+        csv_name=paths.csv.name,
+        json_name=paths.json.name,
+        page_size=page_size,
+        tally=tally,
+    )
     return paths

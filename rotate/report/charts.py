@@ -157,8 +157,8 @@ _V_BOTTOM = 44  # bucket labels under the baseline
 
 def age_columns(buckets: Sequence[AgeBucket]) -> Chart:
     """One vertical stacked column per age bucket, heights on one scale."""
-    scale = _V_PLOT / max((b.count for b in buckets), default=1) if buckets else 0.0
-    scale = scale if any(b.count for b in buckets) else 0.0
+    peak = max((b.count for b in buckets), default=0)
+    scale = _V_PLOT / peak if peak else 0.0  # no items (an empty shard): no bars, no error
     baseline = _V_TOP + _V_PLOT
     bars = []
     statuses: set[str] = set()

@@ -1,13 +1,14 @@
-"""The per-item CSV of a run, safe to open in a spreadsheet."""
+"""The per-item CSV of a run, safe to open in a spreadsheet, written as a stream."""
 
 from __future__ import annotations
 
 import csv
 import io
 from pathlib import Path
+from typing import TextIO
 
 from rotate.models import RunRecord
-from rotate.report._files import write_atomic
+from rotate.report._files import open_atomic_text
 
 #: the CSV header: every key of `ItemResult.as_record()`, in a fixed order for diffing runs
 COLUMNS: tuple[str, ...] = (
@@ -51,6 +52,8 @@ def neutralise(cell: str) -> str:
 
 
 def _cell(value: object) -> str:
+    if type(value) is str:  # most cells
+        return neutralise(value)
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -60,18 +63,26 @@ def _cell(value: object) -> str:
     return neutralise(str(value))
 
 
+def write_to(record: RunRecord, out: TextIO) -> None:
+    """Write the CSV text to `out`: a header line, then one line per item in the record's
+    order, one at a time. `out` must not translate newlines (`newline=""`)."""
+    writer = csv.writer(out)
+    writer.writerow(COLUMNS)
+    writerow = writer.writerow
+    for item in record.items:
+        rec = item.as_record()
+        writerow([_cell(rec[column]) for column in COLUMNS])
+
+
 def dumps(record: RunRecord) -> str:
     """The CSV text: a header line, then one line per item in the record's order."""
     buf = io.StringIO(newline="")
-    writer = csv.writer(buf)
-    writer.writerow(COLUMNS)
-    for item in record.items:
-        rec = item.as_record()
-        writer.writerow([_cell(rec[column]) for column in COLUMNS])
+    write_to(record, buf)
     return buf.getvalue()
 
 
 def write_csv(record: RunRecord, path: Path) -> Path:
-    """Write the CSV to `path` atomically; its directory must exist. Returns `path`."""
-    write_atomic(path, dumps(record).encode("utf-8"))
+    """Write the CSV to `path` atomically, streamed; its directory must exist. Returns `path`."""
+    with open_atomic_text(path) as out:
+        write_to(record, out)
     return path

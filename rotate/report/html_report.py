@@ -1,32 +1,46 @@
 """The self-contained HTML audit reports of a run: run, plan and compliance (Jinja2, autoescaped).
 
-One page per record, chosen by its mode: `run` (and `reconcile`) shows what was done,
-`plan` what a run would do and the hash that approves it, `report` how compliant every
-credential is. Each page inlines its style, script and charts (SVG): it fetches nothing,
-reads offline, prints, and is complete without its script.
+One report per record, its kind chosen by the record's mode: `run` (and `reconcile`) shows
+what was done, `plan` what a run would do and the hash that approves it, `report` how
+compliant every credential is. Each page inlines its style, script and charts (SVG): it
+fetches nothing, reads offline, prints, and is complete without its script.
+
+The main page always has the whole record's figures, charts and endpoint table. Its item
+table lists every item when they fit on one page (`MAX_TABLE_ITEMS`); a larger record is
+paged: the main page lists the items needing attention (failures first), and numbered
+sibling pages (`<stem>-items-2.html`, ...) the rest, in the same order, each linked to the
+others. Beyond `MAX_PAGES` pages the rest is only in the CSV and JSON beside the page, which
+the page says.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
+import os
+import re
 import shlex
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import jinja2
 from markupsafe import Markup
 
 from rotate import __version__
-from rotate.models import SYSTEM_OF_KIND, EndpointProbe, ItemResult, RunRecord, Status
-from rotate.report import charts, stats
-from rotate.report._files import write_atomic
+from rotate.models import EndpointProbe, ItemResult, RunRecord, Status
+from rotate.report import charts, rows, stats
+from rotate.report._files import report_stem, write_atomic
 
-#: above this many items the table lists only items needing attention, at most this many
-MAX_TABLE_ITEMS = 5000
+#: the most items one page's table lists; a record with more is paged
+MAX_TABLE_ITEMS = 1000
+#: the most pages (the main page included) a record's items are spread over; items beyond
+#: are listed only in the CSV and JSON
+MAX_PAGES = 200
 #: drift paths listed on the page, per list; the JSON record has them all
 MAX_DRIFT_LISTED = 1000
 #: endpoints drawn in a chart at most (those with most items needing attention); the
@@ -40,20 +54,10 @@ _TITLES = {
     "reconcile": "Reconciliation",
 }
 _TEMPLATES = {"plan": "plan.html", "report": "compliance.html"}  # any other mode: run.html
+_NO_ROW = "Secrets in Vault with no inventory row"
+_NO_VAULT_ENTRY = "Inventory rows with no secret in Vault"
 
-# Failures first, then what someone must act on, then the rest.
-_RANK = {
-    Status.FAILED: 0,
-    Status.IN_DOUBT: 1,
-    Status.NOT_ATTEMPTED: 2,
-    Status.LAST_ATTEMPT_FAILED: 3,
-    Status.OVERDUE: 4,
-    Status.NEVER_ROTATED: 5,
-    Status.DUE: 6,
-}
-_REST = len(_RANK)
-
-#: outcomes that need no one's attention; a large run's table leaves them to the CSV/JSON
+#: outcomes that need no one's attention; on a paged report they follow all the others
 SUCCESSFUL = frozenset({Status.ROTATED, Status.COMPLIANT, Status.NOT_DUE, Status.IN_SYNC})
 
 #: the summary figures of each page, always shown; any other status is shown when non-zero
@@ -64,6 +68,28 @@ _FIGURES = {
     "reconcile": ("in_sync", "repaired", "failed", "in_doubt", "not_attempted", "skipped"),
 }
 
+_Lead = tuple[int, int, stats.Natural]
+_Rest = tuple[stats.Natural, str, str, int, int]
+
+
+def _lead(item: ItemResult, endpoint: stats.Natural) -> _Lead:
+    return (
+        rows.RANK.get(item.status, rows.REST),
+        0 if item.due_before_next_run else 1,
+        endpoint,
+    )
+
+
+def _rest(item: ItemResult) -> _Rest:
+    r = item.row
+    return (
+        stats.natural(r.target),
+        r.kind.value,
+        r.protocol,
+        -1 if r.port is None else r.port,
+        r.line,
+    )
+
 
 def item_order(
     item: ItemResult,
@@ -73,18 +99,124 @@ def item_order(
     Among items of one status, those that will be overdue before the next scheduled run
     come first.
     """
-    r = item.row
-    port = -1 if r.port is None else r.port
-    return (
-        _RANK.get(item.status, _REST),
-        0 if item.due_before_next_run else 1,
-        stats.natural(r.endpoint),
-        stats.natural(r.target),
-        r.kind.value,
-        r.protocol,
-        port,
-        r.line,
-    )
+    return _lead(item, stats.natural(item.row.endpoint)) + _rest(item)
+
+
+def needs_attention(item: ItemResult) -> bool:
+    """Whether someone should look at the item: anything but a success, or overdue soon."""
+    return item.status not in SUCCESSFUL or bool(item.due_before_next_run)
+
+
+def ordered(
+    items: Sequence[ItemResult], *, attention_first: bool = False
+) -> tuple[list[ItemResult], int]:
+    """`items` in `item_order`, and how many of them need attention.
+
+    `attention_first`: the items needing attention before all the others, each part in
+    `item_order`. The items are sorted group by group (status, endpoint, ...), so that at
+    most one group's sort keys are in memory at a time, not one key per item of the record.
+    """
+    naturals: dict[str, stats.Natural] = {}
+    groups: dict[tuple[bool, _Lead], list[ItemResult]] = {}
+    attention = 0
+    for item in items:
+        endpoint = item.row.endpoint
+        nat = naturals.get(endpoint)
+        if nat is None:
+            nat = naturals[endpoint] = stats.natural(endpoint)
+        urgent = needs_attention(item)
+        attention += urgent
+        key = (attention_first and not urgent, _lead(item, nat))
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [item]
+        else:
+            group.append(item)
+    result: list[ItemResult] = []
+    for key in sorted(groups):
+        group = groups.pop(key)
+        group.sort(key=_rest)  # stable: equal items keep the record's order, as `sorted` would
+        result += group
+    return result, attention
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a report's item table."""
+
+    number: int  # 1: the main page
+    name: str  # its file name; the main page's is the report's
+    items: Sequence[ItemResult]
+    first: int  # 1-based position of its first item among all the items
+    attention: bool  # it lists items needing attention
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.items) - 1
+
+    @property
+    def href(self) -> str:
+        """Its name as a relative link from a sibling page."""
+        return quote(self.name)
+
+
+@dataclass(frozen=True)
+class Paging:
+    """How a report's items are spread over its pages."""
+
+    pages: tuple[Page, ...]
+    total: int  # items in the record
+    attention: int  # of which need attention
+    size: int  # items a page lists at most
+    unlisted: int  # items on no page (beyond MAX_PAGES): only in the CSV and JSON
+
+    @property
+    def paged(self) -> bool:
+        """Whether the items do not all fit on the main page."""
+        return len(self.pages) > 1 or self.unlisted > 0
+
+    @property
+    def attention_pages(self) -> int:
+        return sum(1 for p in self.pages if p.attention)
+
+    def neighbours(self, page: Page) -> tuple[Page | None, Page | None]:
+        """The pages before and after `page`."""
+        i = page.number - 1
+        return (
+            self.pages[i - 1] if i > 0 else None,
+            self.pages[i + 1] if i + 1 < len(self.pages) else None,
+        )
+
+
+def page_name(stem: str, number: int) -> str:
+    """The file name of item page `number` (2, 3, ...) of the report `<stem>.html`."""
+    return f"{stem}-items-{number}.html"
+
+
+def paginate(items: Sequence[ItemResult], main: str, *, size: int, max_pages: int) -> Paging:
+    """Spread `items` over pages of at most `size`, the first being the report `main`.
+
+    Items that fit on one page are all on it, in `item_order`, as they always were. Else the
+    items needing attention come first, on pages of their own (the main page lists them,
+    or the first `size` of them), then the others; at most `max_pages` pages in all.
+    """
+    size = max(1, size)
+    max_pages = max(1, max_pages)
+    stem = main.removesuffix(".html")
+    if len(items) <= size:
+        listed, attention = ordered(items)
+        return Paging((Page(1, main, listed, 1, attention > 0),), len(items), attention, size, 0)
+    listed, attention = ordered(items, attention_first=True)
+    pages: list[Page] = []
+    for start, stop, urgent in ((0, attention, True), (attention, len(listed), False)):
+        for at in range(start, stop, size):
+            if len(pages) == max_pages:
+                break
+            number = len(pages) + 1
+            name = main if number == 1 else page_name(stem, number)
+            pages.append(Page(number, name, listed[at : min(at + size, stop)], at + 1, urgent))
+    unlisted = len(listed) - sum(len(p.items) for p in pages)
+    return Paging(tuple(pages), len(items), attention, size, unlisted)
 
 
 @dataclass(frozen=True)
@@ -134,28 +266,6 @@ def _asset(name: str) -> tuple[Markup, str]:
     return Markup(text), f"'sha256-{digest}'"  # noqa: S704
 
 
-def _when(value: datetime | None) -> str:
-    if value is None:
-        return "—"
-    if value.tzinfo is None:
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _seconds(value: float) -> str:
-    if value < 60:
-        return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
-    minutes, secs = divmod(round(value), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def _days(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f}"
-
-
 def _pct(value: float) -> str:
     return f"{value:.1f} %"
 
@@ -164,28 +274,23 @@ def _label(status: str) -> str:
     return status.replace("_", " ")
 
 
-def _check(verified: bool | None) -> str:
-    return "—" if verified is None else ("verified" if verified else "pushed only")
-
-
 def _endpoint_lines(
-    record: RunRecord, counted: list[stats.EndpointCounts], columns: tuple[str, ...]
+    record: RunRecord, tally: stats.Tally, columns: tuple[str, ...]
 ) -> list[_EndpointLine]:
-    systems = {i.row.endpoint: SYSTEM_OF_KIND[i.row.kind].value for i in record.items}
-    by_name = {e.endpoint: e for e in counted}
     probes = {p.endpoint: p for p in record.probes}
     lines = []
-    for name in sorted(by_name.keys() | probes.keys(), key=stats.natural):
+    for name in sorted(tally.endpoints.keys() | probes.keys(), key=stats.natural):
         probe = probes.get(name)
-        ep = by_name.get(name, stats.EndpointCounts(name, 0, Counter()))
+        counts = tally.endpoints.get(name, Counter())
+        total = counts.total()
         lines.append(
             _EndpointLine(
                 name,
-                probe.system.value if probe else systems[name],
+                probe.system.value if probe else tally.systems[name],
                 probe,
-                ep.total,
-                tuple(ep.counts[col] for col in columns),
-                ep.percent_compliant,
+                total,
+                tuple(counts[col] for col in columns),
+                stats.percent(counts[Status.COMPLIANT.value], total),
             )
         )
     return lines
@@ -232,92 +337,200 @@ def run_command(record: RunRecord) -> str:
     return shlex.join(words)
 
 
-def _plan_reasons(items: list[ItemResult]) -> list[tuple[str, str, int]]:
+def _plan_reasons(tally: stats.Tally) -> list[tuple[str, str, int]]:
     """(status, why, count) of a plan, rotations first, in `stats.WHY_ORDER`."""
-    counts = Counter(
-        (i.status.value, stats.why(i))
-        for i in items
-        if i.status in (Status.DUE, Status.NOT_DUE, Status.NOT_ATTEMPTED)
-    )
     order = {w: n for n, w in enumerate(stats.WHY_ORDER)}
     rank = {Status.DUE.value: 0, Status.NOT_ATTEMPTED.value: 1, Status.NOT_DUE.value: 2}
     return [
         (status, why, n)
         for (status, why), n in sorted(
-            counts.items(), key=lambda p: (rank[p[0][0]], order[p[0][1]])
+            tally.reasons.items(), key=lambda p: (rank[p[0][0]], order[p[0][1]])
         )
     ]
 
 
-def render_html(record: RunRecord, *, csv_name: str = "", json_name: str = "") -> str:
-    """The report page. `csv_name`/`json_name`: sibling files a truncated table points to."""
-    summary = record.summary()
-    columns = tuple(k for k in _statuses(record.mode) if summary.get(k, 0))
-    counted = stats.by_endpoint(record.items)
+class _Report:
+    """What every page of one record's report shares, computed once; renders its pages."""
 
-    ordered = sorted(record.items, key=item_order)
-    attention = [i for i in ordered if i.status not in SUCCESSFUL or i.due_before_next_run]
-    # A large run lists only the first MAX_TABLE_ITEMS items needing attention, so a browser
-    # stays responsive and the page printable; the full list is in the CSV and JSON beside it.
-    truncated = len(ordered) > MAX_TABLE_ITEMS
-    shown = attention[:MAX_TABLE_ITEMS] if truncated else ordered
+    def __init__(
+        self,
+        record: RunRecord,
+        *,
+        main: str,
+        csv_name: str,
+        json_name: str,
+        page_size: int | None,
+        max_pages: int | None,
+        tally: stats.Tally | None,
+    ) -> None:
+        self.record = record
+        tally = stats.tally(record.items) if tally is None else tally
+        self.paging = paginate(
+            record.items,
+            main,
+            size=MAX_TABLE_ITEMS if page_size is None else page_size,
+            max_pages=MAX_PAGES if max_pages is None else max_pages,
+        )
+        summary = tally.summary()
+        columns = tuple(k for k in _statuses(record.mode) if summary.get(k, 0))
+        context: dict[str, object] = {}
+        if record.mode == "plan":
+            context["reasons"] = _plan_reasons(tally)
+            context["command"] = run_command(record) if record.plan_hash else ""
+        if record.mode == "report":
+            context["histogram"] = charts.age_columns(tally.age_histogram())
+            context["soon"] = tally.soon
+            drift = record.drift
+            context["drift_lists"] = (
+                []
+                if drift is None
+                else [
+                    ("secrets-h", _NO_ROW, drift.secrets_without_row),
+                    ("rows-h", _NO_VAULT_ENTRY, drift.rows_without_secret),
+                ]
+            )
+        style, style_hash = _asset("report.css")
+        script, script_hash = _asset("report.js")
+        self.template = _environment().get_template(_TEMPLATES.get(record.mode, "run.html"))
+        self.context = context | {
+            "record": record,
+            "title": _TITLES.get(record.mode, record.mode.capitalize() or "Run"),
+            "duration": rows.seconds((record.finished_at - record.started_at).total_seconds()),
+            "figures": _figures(record, summary),
+            "columns": columns,
+            "endpoints": _endpoint_lines(record, tally, columns),
+            "chart": _chart(tally.by_endpoint()),
+            "paging": self.paging,
+            "main": self.paging.pages[0],
+            "limit": self.paging.size,
+            "drift_limit": MAX_DRIFT_LISTED,
+            "csv_name": csv_name,
+            "json_name": json_name,
+            "version": record.tool_version or __version__,
+            "style": style,
+            "script": script,
+            "csp": (
+                f"default-src 'none'; style-src {style_hash}; script-src {script_hash}; "
+                "base-uri 'none'; form-action 'none'"
+            ),
+            "when": rows.when,
+            "pct": _pct,
+            "label": _label,
+        }
 
-    context: dict[str, object] = {}
-    if record.mode == "plan":
-        context["reasons"] = _plan_reasons(ordered)
-        context["command"] = run_command(record) if record.plan_hash else ""
-    if record.mode == "report":
-        context["histogram"] = charts.age_columns(stats.age_histogram(record.items))
-        context["soon"] = sum(1 for i in record.items if i.due_before_next_run)
-        drift = record.drift
-        context["drift_lists"] = (
-            []
-            if drift is None
-            else [
-                ("secrets-h", "Secrets in Vault with no inventory row", drift.secrets_without_row),
-                ("rows-h", "Inventory rows with no secret in Vault", drift.rows_without_secret),
-            ]
+    def render(self, page: Page) -> str:
+        before, after = self.paging.neighbours(page)
+        return self.template.render(
+            self.context,
+            page=page,
+            previous=before,
+            next=after,
+            rows=rows.render(self.record.mode, page.items),
         )
 
-    style, style_hash = _asset("report.css")
-    script, script_hash = _asset("report.js")
-    template = _environment().get_template(_TEMPLATES.get(record.mode, "run.html"))
-    return template.render(
-        record=record,
-        title=_TITLES.get(record.mode, record.mode.capitalize() or "Run"),
-        duration=_seconds((record.finished_at - record.started_at).total_seconds()),
-        figures=_figures(record, summary),
-        columns=columns,
-        endpoints=_endpoint_lines(record, counted, columns),
-        chart=_chart(counted),
-        items=shown,
-        truncated=truncated,
-        attention_total=len(attention),
-        limit=MAX_TABLE_ITEMS,
-        drift_limit=MAX_DRIFT_LISTED,
+
+def _main_name(record: RunRecord) -> str:
+    """The main page's file name when the caller gives none: as `write_reports` names it."""
+    try:
+        return f"{report_stem(record.mode, record.run_id)}.html"
+    except ValueError:  # not a file name: the page is not going to be written by that name
+        return "report.html"
+
+
+def render_pages(
+    record: RunRecord,
+    *,
+    main: str = "",
+    csv_name: str = "",
+    json_name: str = "",
+    page_size: int | None = None,
+    max_pages: int | None = None,
+    tally: stats.Tally | None = None,
+) -> Iterator[tuple[str, str]]:
+    """Every page of the report as (file name, HTML): the item pages, then the main page.
+
+    `main`: the main page's file name (default `<mode>-<run_id>.html`); the item pages are
+    named after it and linked by these names. `page_size`: items a page lists at most
+    (default `MAX_TABLE_ITEMS`); `max_pages`: pages at most (default `MAX_PAGES`).
+    `tally`: the record's figures, when the caller has counted them already. One page is
+    rendered at a time, so a large report never is one string.
+    """
+    report = _Report(
+        record,
+        main=main or _main_name(record),
         csv_name=csv_name,
         json_name=json_name,
-        version=record.tool_version or __version__,
-        style=style,
-        script=script,
-        csp=(
-            f"default-src 'none'; style-src {style_hash}; script-src {script_hash}; "
-            "base-uri 'none'; form-action 'none'"
-        ),
-        when=_when,
-        seconds=_seconds,
-        days=_days,
-        pct=_pct,
-        label=_label,
-        check=_check,
-        why=stats.why,
-        rank=lambda item: _RANK.get(item.status, _REST),
-        **context,
+        page_size=page_size,
+        max_pages=max_pages,
+        tally=tally,
     )
+    pages = report.paging.pages
+    for page in (*pages[1:], pages[0]):
+        yield page.name, report.render(page)
 
 
-def write_html(record: RunRecord, path: Path, *, csv_name: str = "", json_name: str = "") -> Path:
-    """Write the report page to `path` atomically; its directory must exist. Returns `path`."""
-    html = render_html(record, csv_name=csv_name, json_name=json_name)
-    write_atomic(path, html.encode("utf-8"))
+def render_html(
+    record: RunRecord,
+    *,
+    csv_name: str = "",
+    json_name: str = "",
+    page_size: int | None = None,
+    max_pages: int | None = None,
+) -> str:
+    """The report's main page: every item, or on a large record the first page of them.
+
+    `csv_name`/`json_name`: the sibling files the page points to; `page_size`, `max_pages`:
+    see `render_pages`.
+    """
+    report = _Report(
+        record,
+        main=_main_name(record),
+        csv_name=csv_name,
+        json_name=json_name,
+        page_size=page_size,
+        max_pages=max_pages,
+        tally=None,
+    )
+    return report.render(report.paging.pages[0])
+
+
+def write_html(
+    record: RunRecord,
+    path: Path,
+    *,
+    csv_name: str = "",
+    json_name: str = "",
+    page_size: int | None = None,
+    max_pages: int | None = None,
+    tally: stats.Tally | None = None,
+) -> Path:
+    """Write the report to `path` and its item pages beside it, each atomically; the
+    directory must exist. Returns `path`.
+
+    The item pages are written first, so the main page never links to a page not there yet;
+    item pages left from an earlier, longer report of the same name are removed after.
+    """
+    written: set[str] = set()
+    for name, html in render_pages(
+        record,
+        main=path.name,
+        csv_name=csv_name,
+        json_name=json_name,
+        page_size=page_size,
+        max_pages=max_pages,
+        tally=tally,
+    ):
+        write_atomic(path.with_name(name), html.encode("utf-8"))
+        written.add(name)
+    _remove_stale_pages(path, written)
     return path
+
+
+def _remove_stale_pages(path: Path, keep: set[str]) -> None:
+    """Remove `<stem>-items-<n>.html` beside `path` that this report did not write."""
+    pattern = re.compile(re.escape(path.name.removesuffix(".html")) + r"-items-[0-9]+\.html")
+    with os.scandir(path.parent) as entries:
+        stale = [e.name for e in entries if pattern.fullmatch(e.name) and e.name not in keep]
+    for name in stale:
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+            (path.parent / name).unlink()

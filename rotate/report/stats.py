@@ -1,7 +1,8 @@
 """Figures the reports share: status shares, age buckets, per-endpoint counts, why an item is due.
 
 The HTML page and the JSON record are both built from these, so the numbers an auditor reads
-on the page are the numbers a script reads from the JSON.
+on the page are the numbers a script reads from the JSON. `tally` counts all of them in one
+pass over the items; the functions taking items are shorthands for one figure.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
-from rotate.models import ItemResult, Status
+from rotate.models import SYSTEM_OF_KIND, ItemResult, Status
 
 #: the statuses of a compliance report, always listed (with 0 when absent)
 COMPLIANCE_STATUSES: tuple[Status, ...] = (
@@ -21,6 +22,12 @@ COMPLIANCE_STATUSES: tuple[Status, ...] = (
     Status.NEVER_ROTATED,
     Status.LAST_ATTEMPT_FAILED,
 )
+
+#: the counts a run's summary always has (DESIGN.md), in this order, after `total`
+SUMMARY_KEYS: tuple[str, ...] = ("rotated", "failed", "skipped", "in_doubt", "not_attempted")
+
+#: the statuses a plan explains with a reason (`why`)
+PLAN_STATUSES = frozenset({Status.DUE, Status.NOT_DUE, Status.NOT_ATTEMPTED})
 
 _DIGITS = re.compile(r"(\d+)")
 
@@ -38,16 +45,95 @@ def percent(part: int, whole: int) -> float:
     return round(100 * part / whole, 2) if whole else 0.0
 
 
+# --- one pass -----------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """Every figure the reports show, counted in one pass over the items (see `tally`)."""
+
+    total: int = 0
+    #: items by status value, in the order the statuses first occur
+    statuses: Counter[str] = field(default_factory=Counter)
+    #: per endpoint, in the order the endpoints first occur: items by status value
+    endpoints: dict[str, Counter[str]] = field(default_factory=dict)
+    #: the vendor system of each endpoint, from its first item
+    systems: dict[str, str] = field(default_factory=dict)
+    #: per age bucket key: items by status
+    ages: dict[str, Counter[Status]] = field(default_factory=dict)
+    #: items overdue before the next scheduled run
+    soon: int = 0
+    #: plan items by (status value, `why`)
+    reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add(self, item: ItemResult) -> None:
+        status = item.status
+        endpoint = item.row.endpoint
+        self.total += 1
+        self.statuses[status.value] += 1
+        per = self.endpoints.get(endpoint)
+        if per is None:
+            per = self.endpoints[endpoint] = Counter()
+            self.systems[endpoint] = SYSTEM_OF_KIND[item.row.kind].value
+        per[status.value] += 1
+        self.ages.setdefault(age_bucket(item), Counter())[status] += 1
+        if item.due_before_next_run:
+            self.soon += 1
+        if status in PLAN_STATUSES:
+            self.reasons[status.value, why(item)] += 1
+
+    def summary(self) -> dict[str, int]:
+        """Counts by status as `RunRecord.summary()` has them: `total`, the DESIGN.md keys,
+        then any other status in the order it first occurs."""
+        counts = {"total": self.total}
+        counts.update((key, self.statuses[key]) for key in SUMMARY_KEYS)
+        counts.update((k, n) for k, n in self.statuses.items() if k not in counts)
+        return counts
+
+    def percentages(self) -> dict[str, float]:
+        """Share of the items in each status: the compliance statuses always, others when
+        present."""
+        keys = [s.value for s in COMPLIANCE_STATUSES]
+        keys += sorted(k for k in self.statuses if k not in keys)
+        return {k: percent(self.statuses[k], self.total) for k in keys}
+
+    def by_endpoint(self) -> list[EndpointCounts]:
+        """Status counts per endpoint, endpoints in natural name order."""
+        return [
+            EndpointCounts(name, per.total(), per)
+            for name, per in sorted(self.endpoints.items(), key=lambda p: natural(p[0]))
+        ]
+
+    def age_histogram(self) -> list[AgeBucket]:
+        """Items by age bucket, youngest first, then never rotated, then unknown (if any)."""
+        bounds: list[tuple[str, str, int | None, int | None]] = list(AGE_BOUNDS)
+        bounds.append((NEVER, "never", None, None))
+        if UNKNOWN in self.ages:
+            bounds.append((UNKNOWN, "unknown", None, None))
+        buckets = []
+        for key, label, low, high in bounds:
+            c = self.ages.get(key, Counter())
+            split = tuple((s.value, c[s]) for s in Status if c[s])
+            buckets.append(AgeBucket(key, label, low, high, c.total(), split))
+        return buckets
+
+
+def tally(items: Iterable[ItemResult]) -> Tally:
+    """The figures of `items`, counted in one pass."""
+    counted = Tally()
+    add = counted.add
+    for item in items:
+        add(item)
+    return counted
+
+
 def status_counts(items: Iterable[ItemResult]) -> Counter[str]:
     return Counter(item.status.value for item in items)
 
 
-def percentages(items: Sequence[ItemResult]) -> dict[str, float]:
+def percentages(items: Iterable[ItemResult]) -> dict[str, float]:
     """Share of the items in each status: the compliance statuses always, others when present."""
-    counts = status_counts(items)
-    keys = [s.value for s in COMPLIANCE_STATUSES]
-    keys += sorted(k for k in counts if k not in keys)
-    return {k: percent(counts[k], len(items)) for k in keys}
+    return tally(items).percentages()
 
 
 # --- ages ---------------------------------------------------------------------------------
@@ -101,20 +187,7 @@ def age_bucket(item: ItemResult) -> str:
 
 def age_histogram(items: Iterable[ItemResult]) -> list[AgeBucket]:
     """Items by age bucket, youngest first, then never rotated, then unknown (only if any)."""
-    per: dict[str, Counter[Status]] = {}
-    for item in items:
-        per.setdefault(age_bucket(item), Counter())[item.status] += 1
-    order = [s for s in Status]
-    bounds: list[tuple[str, str, int | None, int | None]] = list(AGE_BOUNDS)
-    bounds.append((NEVER, "never", None, None))
-    if UNKNOWN in per:
-        bounds.append((UNKNOWN, "unknown", None, None))
-    buckets = []
-    for key, label, low, high in bounds:
-        c = per.get(key, Counter())
-        split = tuple((s.value, c[s]) for s in order if c[s])
-        buckets.append(AgeBucket(key, label, low, high, c.total(), split))
-    return buckets
+    return tally(items).age_histogram()
 
 
 # --- endpoints ----------------------------------------------------------------------------
@@ -142,10 +215,7 @@ class EndpointCounts:
 
 def by_endpoint(items: Iterable[ItemResult]) -> list[EndpointCounts]:
     """Status counts per endpoint, endpoints in natural name order."""
-    per: dict[str, Counter[str]] = {}
-    for item in items:
-        per.setdefault(item.row.endpoint, Counter())[item.status.value] += 1
-    return [EndpointCounts(name, per[name].total(), per[name]) for name in sorted(per, key=natural)]
+    return tally(items).by_endpoint()
 
 
 # --- plans --------------------------------------------------------------------------------
