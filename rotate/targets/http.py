@@ -15,6 +15,7 @@ import httpx
 from rotate.errors import OutcomeUnknown, Rejected, TargetError
 from rotate.models import Secret
 from rotate.settings import EndpointSettings, RunSettings
+from rotate.transport import transport
 
 # Statuses that say "try again later" rather than "no".
 _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -60,7 +61,8 @@ def tls_context(endpoint: EndpointSettings) -> ssl.SSLContext | bool:
 
 
 def make_client(endpoint: EndpointSettings, run: RunSettings) -> httpx.AsyncClient:
-    """One small-pooled client per endpoint: measured to scale far better than a shared one."""
+    """One small-pooled client per endpoint, on the aiohttp transport (rotate/transport.py):
+    both measured to cost far less CPU per request than one shared httpx pool."""
     limit = endpoint.per_endpoint_concurrency or run.per_endpoint_concurrency
     # The bearer token, if any, is sent per request by the target (see Endpoint.headers), so
     # it never sits in a client object that might be printed.
@@ -70,8 +72,7 @@ def make_client(endpoint: EndpointSettings, run: RunSettings) -> httpx.AsyncClie
         base_url=endpoint.url,
         headers=headers,
         timeout=httpx.Timeout(endpoint.timeout_s or run.timeout_s),
-        limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-        verify=verify,
+        transport=transport(verify, limit),
         follow_redirects=False,
     )
 
