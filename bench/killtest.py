@@ -415,13 +415,35 @@ class VaultView:
         number = int(answer["data"]["metadata"]["version"])
         return (Secret(password) if isinstance(password, str) else None), number
 
-    def row(self, row: Row) -> VaultRow:
-        current, version = self._read(row.vault_path)
-        pending, _ = self._read(f"{self._pending_root}/{row.vault_path}")
-        return VaultRow(current, version, pending)
+    def journal(self) -> dict[str, Secret]:
+        """Every candidate a journal record lists, by secret path (rotate/stores/kv.py)."""
+        kv = self._client().secrets.kv.v2
+        try:
+            names = kv.list_secrets(path=self._pending_root, mount_point=MOUNT)["data"]["keys"]
+        except hvac.exceptions.InvalidPath:
+            return {}
+        found: dict[str, Secret] = {}
+        for name in names:
+            try:
+                record = kv.read_secret_version(
+                    path=f"{self._pending_root}/{name}",
+                    mount_point=MOUNT,
+                    raise_on_deleted_version=True,
+                )
+            except hvac.exceptions.InvalidPath:
+                continue  # deleted between the LIST and the read
+            for path, entry in ((record["data"]["data"] or {}).get("candidates") or {}).items():
+                found[path] = Secret(entry["password"])
+        return found
 
     def rows(self, rows: Sequence[Row]) -> dict[str, VaultRow]:
-        return dict(zip((r.label for r in rows), self._pool.map(self.row, rows), strict=True))
+        journal = self.journal()
+
+        def one(row: Row) -> VaultRow:
+            current, version = self._read(row.vault_path)
+            return VaultRow(current, version, journal.get(row.vault_path))
+
+        return dict(zip((r.label for r in rows), self._pool.map(one, rows), strict=True))
 
     def version_holding(self, row: Row, password: str | None, newest: int | None) -> str:
         """Which older version of the row's secret holds `password` (never printed itself)."""
@@ -647,9 +669,9 @@ class KillTest:
             held = sim_password(self.states[row.endpoint], row)
             current = v.current.reveal() if v.current is not None else None
             candidate = v.pending.reveal() if v.pending is not None else None
-            if candidate is not None:
+            if candidate is not None and candidate != current:  # else: promoted, not cleared
                 pending += 1
-                if held == candidate and held != current:
+                if held == candidate:
                     on_target += 1
             if held is not None and held in (current, candidate):
                 continue

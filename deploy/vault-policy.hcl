@@ -13,18 +13,21 @@
 # KV versions, and the previous password stays readable for rollback and audit.
 
 # Secret data under the prefix: the current passwords (rotate/<endpoint>/<kind>/...), the
-# pending candidates (rotate/_pending/...) and the run leases (rotate/_lease/...).
-#   read:   a secret's current or pending value (checks, verification, reconcile)
-#   create: a first version (never-rotated secret, new candidate, free lease)
+# journal records that stage a batch's candidates (rotate/_pending/<run id>-<n>) and the run
+# leases (rotate/_lease/...).
+#   read:   a secret's current value, a journal record (checks, resume, reconcile)
+#   create: a first version (never-rotated secret, new journal record, free lease)
 #   update: each later version, always with check-and-set
 path "secret/data/rotate/*" {
   capabilities = ["read", "create", "update"]
 }
 
 # Secret metadata under the prefix: versions, ages and custom_metadata.
-#   read:   current version and the time of the last rotation
-#   list:   drift (secrets no inventory row names) and discovery of unfinished rotations
-#   patch:  rotated_at, run_id, rotated_by and the last failure merged into custom_metadata
+#   read:   current version and the time of the last rotation (the version's created_time)
+#   list:   drift (secrets no inventory row names) and the journal records of unfinished
+#           rotations
+#   patch:  the last failed attempt, or an adopted password's version, merged into
+#           custom_metadata
 #   create, update: the same where PATCH is missing (read-modify-write), or on a secret
 #           that has no version yet (a failure noted before its first rotation)
 # No "delete": that would remove every version of a current password.
@@ -32,9 +35,10 @@ path "secret/metadata/rotate/*" {
   capabilities = ["read", "list", "patch", "create", "update"]
 }
 
-# The pending area: a candidate is deleted with all its versions once it has been promoted
-# (it is then the current version) or discarded (the target definitely refused it). This
-# rule is more specific than the one above and replaces it here: read and list again.
+# The pending area: a journal record is deleted with all its versions once each of its
+# candidates has been promoted (it is then the current version) or discarded (the target
+# definitely refused it). This rule is more specific than the one above and replaces it
+# here: read and list again.
 path "secret/metadata/rotate/_pending/*" {
   capabilities = ["read", "list", "delete"]
 }

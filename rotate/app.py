@@ -205,8 +205,7 @@ async def _drive(
     finally:
         if keeper is not None:
             keeper.cancel()
-        runbook.close()
-        await asyncio.gather(*(t.aclose() for t in targets.values()))
+        await asyncio.gather(store.aclose(), *(t.aclose() for t in targets.values()))
 
 
 def exit_code_for(mode: str, record: RunRecord) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -56,15 +57,21 @@ def convergence(
     rows: Sequence[Row], states: Mapping[str, RemotixState | SparkViewState], store: VaultStore
 ) -> list[str]:
     """Rows whose target does not hold Vault's current password, or that still have a pending."""
-    problems = []
-    for row in rows:
-        current = store.read_current(row.vault_path)
-        held = sim_password(states[row.endpoint], row)
-        if current is None or held != current.password.reveal():
-            problems.append(f"{row.label}: target and Vault differ")
-        if store.read_state(row.vault_path).pending is not None:
-            problems.append(f"{row.label}: a pending candidate is left")
-    return problems
+
+    async def check() -> list[str]:
+        problems = []
+        pending = await store.pending()
+        for row in rows:
+            current = await store.read_current(row.vault_path)
+            held = sim_password(states[row.endpoint], row)
+            if current is None or held != current.password.reveal():
+                problems.append(f"{row.label}: target and Vault differ")
+            if row.vault_path in pending:
+                problems.append(f"{row.label}: a pending candidate is left")
+        await store.aclose()
+        return problems
+
+    return asyncio.run(check())
 
 
 def run_demo(out_dir: Path, inventory: Path | None, config: Path | None, progress: Progress) -> int:

@@ -486,9 +486,9 @@ class _RowChecker:
             return None
         for area, root in (("pending area", self.pending), ("lease area", self.lease)):
             if path == root or path.startswith(root + "/"):
-                # candidates are staged at <pending_root>/<path> and leases kept under
+                # journal records of candidates live under <pending_root> and leases under
                 # <lease_root>: a secret in there would be mistaken for, or overwritten by,
-                # a candidate or a lease
+                # a journal record or a lease
                 self.problem(
                     column,
                     f"vault path {_show(path)} lies in the {area} {root!r}; "

@@ -149,6 +149,7 @@ class PendingCandidate:
     credential: Credential
     run_id: str
     staged_at: datetime
+    base_version: int | None = None  # the current version when it was staged
 
 
 @dataclass(frozen=True)
@@ -157,8 +158,7 @@ class SecretState:
 
     path: str
     current_version: int | None  # None: no current secret yet
-    rotated_at: datetime | None  # last promotion by rotate, else the version's created_time
-    last_run_id: str | None
+    rotated_at: datetime | None  # the current version's created_time (or a recorded exception)
     pending: PendingCandidate | None
     last_failure_at: datetime | None = None  # the latest failed or in-doubt attempt
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import ParamSpec, TypeVar
+from typing import TypeVar
 
 from rotate import passwords, planner
 from rotate.errors import (
@@ -18,6 +17,7 @@ from rotate.errors import (
     PlanChanged,
     Rejected,
     StoreError,
+    StoreUnavailable,
     TargetError,
 )
 from rotate.models import (
@@ -25,6 +25,7 @@ from rotate.models import (
     Drift,
     EndpointProbe,
     ItemResult,
+    PendingCandidate,
     Row,
     Secret,
     SecretState,
@@ -39,8 +40,10 @@ from rotate.targets.base import Target
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
 T = TypeVar("T")
+
+#: a due item: its index in the inventory, the row, Vault's view of it, why it is due
+Work = tuple[int, Row, SecretState, planner.Decision]
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class Options:
     check_drift: bool = True  # report: off for a shard, which cannot tell others' secrets
 
 
-@dataclass
+@dataclass(repr=False)
 class Outcome:
     """What a pipeline call produced, for the record and the exit code."""
 
@@ -93,6 +96,11 @@ class Outcome:
     aborted: str = ""  # why the run stopped starting items, if it did
     plan_hash: str = ""
     drift: Drift | None = None
+
+    def __repr__(self) -> str:
+        # Short on purpose: asyncio formats the main task's result when the run's event loop
+        # closes (Python 3.11), and the full repr of 100,000 items costs seconds and 150 MB.
+        return f"Outcome({len(self.items)} items, aborted={self.aborted!r})"
 
 
 def interleave(items: Sequence[T], key: Callable[[T], str]) -> list[T]:
@@ -128,15 +136,9 @@ class Runbook:
         self.options = options
         self.progress = progress or NullProgress()
         self.aborted = ""  # set once: from then on no new item starts
-        # Each worker thread has its own hvac client, so Vault calls run side by side.
-        self._pool = ThreadPoolExecutor(settings.vault.workers, thread_name_prefix="vault")
-
-    async def _vault(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._tolerated: float | None = None  # --max-failures, as a count of this run's items
+        self._failures = 0
+        self._total = 0
 
     def abort(self, reason: str) -> None:
         """Stop starting new items; those in flight finish and are recorded."""
@@ -147,24 +149,32 @@ class Runbook:
     # -- reading ---------------------------------------------------------------------------
 
     async def read_states(self, rows: Sequence[Row]) -> list[SecretState | StoreError]:
-        """Vault's view of every row; a failed read is kept as the item's error."""
+        """Vault's view of every row; a failed read is kept as the item's error.
 
-        # One LIST tells which rows have a candidate: in the usual case none, which saves a
-        # read per row.
+        First every staged candidate (one scan of the journal records): a row that has one is
+        resumed, never given a fresh password. Then one metadata read per row, as many in
+        flight as Vault has connections: a fixed set of workers, not a task per row, so a
+        100,000-row inventory costs no more memory than its results.
+        """
         try:
-            pending: set[str] | None = await self._vault(self.store.list_pending)
+            pending = await self.store.pending()
         except StoreError as exc:
-            log.warning("could not list pending candidates (%s); reading each row's", exc)
-            pending = None
+            raise StoreUnavailable(
+                f"could not read the journal of unfinished rotations: {exc}"
+            ) from None
+        states: list[SecretState | StoreError] = [StoreError("not read")] * len(rows)
 
-        async def one(row: Row) -> SecretState | StoreError:
-            look = pending is None or row.vault_path in pending
-            try:
-                return await self._vault(self.store.read_state, row.vault_path, look)
-            except StoreError as exc:
-                return exc
+        async def worker(todo: Iterator[int]) -> None:
+            for i in todo:
+                path = rows[i].vault_path
+                try:
+                    states[i] = await self.store.read_state(path, pending.get(path))
+                except StoreError as exc:
+                    states[i] = exc
 
-        return list(await asyncio.gather(*(one(r) for r in rows)))
+        todo = iter(range(len(rows)))
+        await asyncio.gather(*(worker(todo) for _ in range(self.settings.vault.connections)))
+        return states
 
     async def probe(self, names: Sequence[str]) -> dict[str, EndpointProbe]:
         """Probe each endpoint once, side by side; a failed probe means no writes there."""
@@ -237,7 +247,7 @@ class Runbook:
     ) -> Drift | None:
         """Secrets under the prefix that no row names, and rows that have no secret."""
         try:
-            listed = await self._vault(self.store.list_paths, self.settings.vault.prefix)
+            listed = await self.store.list_paths(self.settings.vault.prefix)
         except StoreError as exc:
             log.warning("drift not checked: %s", exc)
             return None
@@ -255,6 +265,12 @@ class Runbook:
         """Rotate every due row: bounded globally, per endpoint by the targets, never cancelling."""
         now = now_utc()
         states = await self.read_states(rows)
+        try:
+            # Candidates found promoted already (a run stopped before it cleared them) leave
+            # their journal records before any new candidate is staged.
+            await self.store.settle()
+        except StoreError as exc:
+            raise StoreUnavailable(f"could not clear settled journal entries: {exc}") from None
         decisions: list[tuple[int, Row, SecretState, planner.Decision]] = []
         results: dict[int, ItemResult] = {}
         for i, (row, state) in enumerate(zip(rows, states, strict=True)):
@@ -300,91 +316,207 @@ class Runbook:
 
         work = interleave(work, key=lambda w: w[1].endpoint)
         self.progress.start(len(work), [row.endpoint for _, row, _, _ in work])
-        slots = asyncio.Semaphore(self.options.concurrency or self.settings.run.concurrency)
         threshold = self.options.max_failures
-        tolerated = threshold.limit(len(work)) if threshold else None
-        failures = 0
-
-        async def bounded(i: int, row: Row, state: SecretState, d: planner.Decision) -> None:
-            nonlocal failures
-            async with slots:
-                self.progress.item_started(row)
-                if self.aborted:
-                    result = self._from_state(
-                        row,
-                        state,
-                        Status.NOT_ATTEMPTED,
-                        f"{d.reason}; not started: run aborted",
-                        error=self.aborted,
-                    )
-                else:
-                    result = await self.rotate_one(row, state, d)
-                self.progress.item_done(row, result.status)
-                results[i] = result
-            ITEMS.info(
-                "%s: %s",
-                row.label,
-                result.status.value,
-                extra={
-                    "run_id": self.options.run_id,
-                    "item": row.label,
-                    "endpoint": row.endpoint,
-                    "stage": result.stage.value,
-                    "outcome": result.status.value,
-                    "verified": result.verified,
-                    "vault_path": result.vault_path,
-                    "vault_version": result.vault_version,
-                    "error": result.error,
-                },
-            )
-            if result.status in (Status.FAILED, Status.IN_DOUBT):
-                failures += 1
-                if tolerated is not None and failures > tolerated and threshold is not None:
-                    self.abort(
-                        f"failure threshold crossed: {failures} of {len(work)} item(s) "
-                        f"failed or in doubt (--max-failures {threshold.text})"
-                    )
-
+        self._tolerated = threshold.limit(len(work)) if threshold else None
+        self._failures = 0
+        self._total = len(work)
         canary = work[: self.options.canary]
-        rest = work[self.options.canary :]
         try:
             if canary:
-                await asyncio.gather(*(bounded(*w) for w in canary))
+                await self._rotate_all(canary, results)
                 bad = sum(results[i].status in (Status.FAILED, Status.IN_DOUBT) for i, *_ in canary)
                 if bad:
                     self.abort(
                         f"canary failed: {bad} of the first {len(canary)} item(s) "
                         "failed or are in doubt (--canary)"
                     )
-            await asyncio.gather(*(bounded(*w) for w in rest))
+            await self._rotate_all(work[self.options.canary :], results)
         finally:
             self.progress.stop()
+            await self._settle()
         items = [results[i] for i in range(len(rows))]
         return Outcome(items, list(probes.values()), aborted=self.aborted)
 
-    # -- one item ---------------------------------------------------------------------------
+    async def _rotate_all(self, work: Sequence[Work], results: dict[int, ItemResult]) -> None:
+        """Stage a batch, then hand its items to the workers while the next batch is staged.
 
-    async def rotate_one(
-        self, row: Row, state: SecretState, decision: planner.Decision
-    ) -> ItemResult:
-        """One item's rotation; a failure is also noted in Vault for the compliance report."""
-        result = await self._attempt(row, state, decision)
-        if result.status in (Status.FAILED, Status.IN_DOUBT):
-            at = now_utc()
+        One journal record per batch holds its candidates durably before any of them is
+        pushed; it is settled (cleared) once every item of the batch has an outcome. The
+        queue between the two keeps at most one batch staged ahead of the workers.
+        """
+        concurrency = self.options.concurrency or self.settings.run.concurrency
+        size = max(1, min(self.settings.run.stage_batch, concurrency))
+        queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=size)
+        workers = min(concurrency, len(work))
+
+        async def produce() -> None:
             try:
-                await self._vault(
-                    self.store.record_failure, row.vault_path, self.options.run_id, at
-                )
-            except StoreError as exc:
-                log.warning("%s: the failure could not be noted in Vault (%s)", row.label, exc)
+                for start in range(0, len(work), size):
+                    for job in await self._stage(work[start : start + size]):
+                        await queue.put(job)
+            finally:
+                for _ in range(workers):
+                    await queue.put(None)
+
+        async def consume() -> None:
+            while (job := await queue.get()) is not None:
+                results[job.work[0]] = await self._one(job)
+
+        await asyncio.gather(produce(), *(consume() for _ in range(workers)))
+
+    async def _stage(self, chunk: Sequence[Work]) -> list[_Job]:
+        """Candidates for a batch: resumed ones as they are, new ones generated and staged in
+        one journal record; an item that gets none carries its outcome instead."""
+        jobs: list[_Job] = []
+        new: list[_Job] = []  # the inventory has no two rows with one Vault path
+        for w in chunk:
+            _, _, state, decision = w
+            if self.aborted:
+                jobs.append(_Job(w, None))
+            elif decision.resume and state.pending is not None:
+                jobs.append(_Job(w, state.pending.credential))
             else:
-                result = replace(result, last_failure_at=at)
+                job = _Job(w, None)
+                jobs.append(job)
+                new.append(job)
+        if not new:
+            return jobs
+        passwords_made = await asyncio.gather(
+            *(self._generate(self.settings.policies[j.work[1].policy]) for j in new),
+            return_exceptions=True,
+        )
+        now = now_utc()
+        staged: dict[str, PendingCandidate] = {}
+        for job, made in zip(new, passwords_made, strict=True):
+            _, row, state, _ = job.work
+            if isinstance(made, StoreError):
+                failure = self._result(job.work, Status.FAILED, Stage.PLANNED)
+                job.outcome = failure(f"no candidate, nothing changed: {made}")
+            elif isinstance(made, BaseException):
+                raise made
+            else:
+                job.candidate = Credential(row.username, made, row.domain)
+                staged[row.vault_path] = PendingCandidate(
+                    job.candidate, self.options.run_id, now, state.current_version
+                )
+        if not staged:
+            return jobs
+        try:
+            name = await self.store.stage(self.options.run_id, staged)
+        except StoreError as exc:
+            for job in new:
+                if job.outcome is None:
+                    failure = self._result(job.work, Status.FAILED, Stage.GENERATED)
+                    job.outcome = failure(f"not staged, target untouched: {exc}")
+                    job.candidate = None
+            return jobs
+        batch = _Batch(name, len(staged))
+        for job in new:
+            if job.outcome is None:
+                job.batch = batch
+        return jobs
+
+    async def _one(self, job: _Job) -> ItemResult:
+        """One item from start to recorded outcome, counted against the failure threshold."""
+        _, row, state, decision = job.work
+        self.progress.item_started(row)
+        if job.outcome is not None:
+            result = await self._note_failure(job.outcome)
+        elif self.aborted:
+            if job.batch is not None:  # staged, never sent: the candidate goes
+                await self._drop(row)
+            result = self._from_state(
+                row,
+                state,
+                Status.NOT_ATTEMPTED,
+                f"{decision.reason}; not started: run aborted",
+                error=self.aborted,
+            )
+        else:
+            assert job.candidate is not None
+            result = await self._attempt(row, state, decision, job.candidate)
+            if result.status in (Status.FAILED, Status.IN_DOUBT):
+                result = await self._note_failure(result)
+        if job.batch is not None:
+            await self._batch_done(job.batch)
+        self.progress.item_done(row, result.status)
+        ITEMS.info(
+            "%s: %s",
+            row.label,
+            result.status.value,
+            extra={
+                "run_id": self.options.run_id,
+                "item": row.label,
+                "endpoint": row.endpoint,
+                "stage": result.stage.value,
+                "outcome": result.status.value,
+                "verified": result.verified,
+                "vault_path": result.vault_path,
+                "vault_version": result.vault_version,
+                "error": result.error,
+            },
+        )
+        if result.status in (Status.FAILED, Status.IN_DOUBT):
+            self._failures += 1
+            threshold = self.options.max_failures
+            if (
+                threshold is not None
+                and self._tolerated is not None
+                and self._failures > self._tolerated
+            ):
+                self.abort(
+                    f"failure threshold crossed: {self._failures} of {self._total} item(s) "
+                    f"failed or in doubt (--max-failures {threshold.text})"
+                )
         return result
 
+    async def _batch_done(self, batch: _Batch) -> None:
+        """Settle the batch's journal record once its last item has an outcome."""
+        batch.open -= 1
+        if batch.open == 0:
+            await self._settle(batch.name)
+
+    async def _settle(self, name: str | None = None) -> None:
+        """Clear settled candidates from journal records; a failure only leaves them listed
+        (the next run recognises a promoted candidate as the current version)."""
+        try:
+            await self.store.settle(name)
+        except StoreError as exc:
+            log.warning("journal records not cleared (%s); the next run does it", exc)
+
+    async def _drop(self, row: Row) -> None:
+        try:
+            await self.store.discard(row.vault_path)
+        except StoreError as exc:
+            log.warning("%s: an unsent candidate stays staged (%s)", row.label, exc)
+
+    # -- one item ---------------------------------------------------------------------------
+
+    async def _note_failure(self, result: ItemResult) -> ItemResult:
+        """A failed or in-doubt attempt is noted in Vault too, for the compliance report."""
+        at = now_utc()
+        try:
+            await self.store.record_failure(result.vault_path, self.options.run_id, at)
+        except StoreError as exc:
+            log.warning("%s: the failure could not be noted in Vault (%s)", result.row.label, exc)
+            return result
+        return replace(result, last_failure_at=at)
+
+    def _result(self, w: Work, status: Status, stage: Stage) -> Callable[[str], ItemResult]:
+        """The outcome of an item that ends before its attempt (no candidate, not staged)."""
+        _, row, state, decision = w
+
+        def make(error: str) -> ItemResult:
+            return replace(
+                self._from_state(row, state, status, decision.reason, error=error), stage=stage
+            )
+
+        return make
+
     async def _attempt(
-        self, row: Row, state: SecretState, decision: planner.Decision
+        self, row: Row, state: SecretState, decision: planner.Decision, candidate: Credential
     ) -> ItemResult:
-        """Stage -> push -> verify -> promote; every failure becomes this item's outcome."""
+        """Push -> verify -> promote a staged candidate; every failure becomes the outcome."""
         started = time.monotonic()
         target = self.targets[row.endpoint]
         path = row.vault_path
@@ -413,30 +545,13 @@ class Runbook:
                 last_failure_at=state.last_failure_at,
             )
 
-        # 1. Stage: the candidate is durably in Vault before the target sees it.
-        if decision.resume and state.pending is not None:
-            candidate = state.pending.credential
-            if candidate.username != row.username or candidate.domain != row.domain:
-                # The row changed since the candidate was staged; the target may hold the
-                # staged one, so finish that first and let a later run apply the change.
-                log.warning(
-                    "%s: resuming a candidate staged for another username/domain", row.label
-                )
-        else:
-            policy = self.settings.policies[row.policy]
-            try:
-                password = await self._generate(policy)
-            except StoreError as exc:
-                return result(
-                    Status.FAILED, Stage.PLANNED, error=f"no candidate, nothing changed: {exc}"
-                )
-            candidate = Credential(row.username, password, row.domain)
-            try:
-                await self._vault(self.store.stage, path, candidate, self.options.run_id)
-            except StoreError as exc:
-                return result(
-                    Status.FAILED, Stage.GENERATED, error=f"not staged, target untouched: {exc}"
-                )
+        # 1. Staged already (_stage): the candidate is durably in Vault. A resumed one may
+        # have been staged for another username/domain: finish it first, a later run
+        # applies the change.
+        if decision.resume and (
+            candidate.username != row.username or candidate.domain != row.domain
+        ):
+            log.warning("%s: resuming a candidate staged for another username/domain", row.label)
 
         # 2. Push: an idempotent overwrite, retried inside the target on transient errors.
         # A resumed candidate may already be on the target (an earlier run delivered it):
@@ -498,14 +613,7 @@ class Runbook:
         # 4. Promote: the accepted password becomes the current version.
         promoted_at = now_utc()
         try:
-            version = await self._vault(
-                self.store.promote,
-                path,
-                candidate,
-                state.current_version,
-                self.options.run_id,
-                promoted_at,
-            )
+            version = await self.store.promote(path, candidate, state.current_version)
         except StoreError as exc:
             return result(
                 Status.IN_DOUBT,
@@ -544,7 +652,7 @@ class Runbook:
         """A new password per the policy: made here, or by a Vault password policy."""
         if policy.generator != "vault" or policy.vault_policy is None:
             return passwords.generate(policy)
-        password = await self._vault(self.store.generate_password, policy.vault_policy)
+        password = await self.store.generate_password(policy.vault_policy)
         if len(password) != policy.length:
             raise StoreError(
                 f"Vault password policy {policy.vault_policy!r} made a password of "
@@ -555,7 +663,7 @@ class Runbook:
     async def _discard(self, row: Row, result: Callable[..., ItemResult], why: str) -> ItemResult:
         """The target definitely does not hold the candidate: drop it, the current stays valid."""
         try:
-            await self._vault(self.store.discard, row.vault_path)
+            await self.store.discard(row.vault_path)
         except StoreError as exc:
             why = f"{why}; the candidate could not be discarded ({exc})"
         else:
@@ -577,3 +685,21 @@ class Runbook:
             max_age_days=planner.max_age(row, self.settings.run.max_age_days),
             last_failure_at=state.last_failure_at,
         )
+
+
+@dataclass
+class _Batch:
+    """The items staged in one journal record, counted down as they finish."""
+
+    name: str
+    open: int
+
+
+@dataclass
+class _Job:
+    """A due item on its way to the workers: its candidate, or the outcome it already has."""
+
+    work: Work
+    candidate: Credential | None
+    outcome: ItemResult | None = None
+    batch: _Batch | None = None

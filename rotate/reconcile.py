@@ -20,6 +20,7 @@ from rotate.errors import (
 )
 from rotate.models import Credential, ItemResult, Row, Secret, SecretState, Stage, Status
 from rotate.pipeline import Outcome, Runbook, interleave, now_utc
+from rotate.stores.kv import VERSION_TIME
 
 __all__ = ["reconcile", "reconcile_exit_code"]
 
@@ -86,6 +87,10 @@ async def reconcile(runbook: Runbook, rows: Sequence[Row], repush: bool) -> Outc
         await asyncio.gather(*(bounded(*w) for w in work))
     finally:
         progress.stop()
+        try:  # candidates promoted or discarded here leave their journal records
+            await runbook.store.settle()
+        except StoreError as exc:
+            log.warning("journal records not cleared (%s); the next run does it", exc)
     items = [results[i] for i in range(len(rows))]
     return Outcome(items, list(probes.values()), aborted=runbook.aborted)
 
@@ -165,7 +170,7 @@ class _Item:
         """Vault's current credential; read only when the state says there is one."""
         if self.state.current_version is None:
             return None
-        return await self.runbook._vault(self.store.read_current, self.row.vault_path)
+        return await self.store.read_current(self.row.vault_path)
 
     # -- a target that can read back -------------------------------------------------------
 
@@ -202,7 +207,7 @@ class _Item:
         """The target holds the current password, so the candidate never took: drop it."""
         reason = "target holds the current password: stale candidate discarded"
         try:
-            await self.runbook._vault(self.store.discard, self.row.vault_path)
+            await self.store.discard(self.row.vault_path)
         except StoreError as exc:
             return self.result(
                 Status.FAILED,
@@ -300,7 +305,7 @@ class _Item:
         if self.state.pending is not None:
             # Verified: the target holds the current password, so the candidate is not there.
             try:
-                await self.runbook._vault(self.store.discard, self.row.vault_path)
+                await self.store.discard(self.row.vault_path)
             except StoreError as exc:
                 return self.result(
                     Status.FAILED,
@@ -374,15 +379,12 @@ class _Item:
     ) -> ItemResult:
         """Write `credential` as the new current version (check-and-set on what we read)."""
         # An adopted password's age is unknown: recorded as such, the next run rotates it.
-        promoted_at = None if adopt else now_utc()
         try:
-            version = await self.runbook._vault(
-                self.store.promote,
+            version = await self.store.promote(
                 self.row.vault_path,
                 credential,
                 self.state.current_version,
-                self.runbook.options.run_id,
-                promoted_at,
+                None if adopt else VERSION_TIME,
             )
         except StoreError as exc:
             if adopt:
@@ -407,6 +409,6 @@ class _Item:
             Stage.PROMOTED,
             verified=verified,
             vault_version=version,
-            rotated_at=promoted_at,
+            rotated_at=None if adopt else now_utc(),
             error=note,
         )

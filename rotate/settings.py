@@ -29,7 +29,7 @@ class VaultSettings:
     addr: str = "http://127.0.0.1:8200"
     mount: str = "secret"
     prefix: str = "rotate"
-    pending_prefix: str = ""  # where candidates are staged; default "<prefix>/_pending"
+    pending_prefix: str = ""  # journal records of candidates; default "<prefix>/_pending"
     auth: str = "token"  # token | approle | kubernetes (see rotate/vaultauth.py)
     token: Secret | None = field(default=None, repr=False)  # from VAULT_TOKEN or token_file only
     token_file: str = "~/.vault-token"  # noqa: S105 - a path, not a secret
@@ -50,7 +50,7 @@ class VaultSettings:
     cacert: str | None = None
     namespace: str | None = None
     timeout_s: float = 10.0
-    workers: int = 8  # threads (each with its own hvac client) so Vault never serialises a run
+    connections: int = 16  # requests in flight to Vault at once (its connection pool)
 
     @property
     def pending_root(self) -> str:
@@ -66,6 +66,7 @@ class VaultSettings:
 class RunSettings:
     """Bounds and retry behaviour of a run."""
 
+    stage_batch: int = 100  # candidates staged in one journal record before they are pushed
     concurrency: int = 64
     per_endpoint_concurrency: int = 8
     timeout_s: float = 10.0
@@ -367,12 +368,12 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
                 "leading or trailing '/', '..' or control characters"
             )
     if vault.pending_prefix and (vault.prefix + "/").startswith(vault.pending_prefix + "/"):
-        # candidates go to <pending_root>/<path>: every secret would lie in the pending area
+        # journal records live under <pending_root>: every secret would lie in the pending area
         errors.append(
             f"vault.pending_prefix: {vault.pending_prefix!r} must be neither the prefix "
             f"{vault.prefix!r} nor a parent of it"
         )
-    _positive(errors, "vault", timeout_s=vault.timeout_s, workers=vault.workers)
+    _positive(errors, "vault", timeout_s=vault.timeout_s, connections=vault.connections)
     _timeouts(errors, "vault", timeout_s=vault.timeout_s)
 
     run = _build(RunSettings, table("run"), "run", errors) or RunSettings()
@@ -380,6 +381,7 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         errors,
         "run",
         concurrency=run.concurrency,
+        stage_batch=run.stage_batch,
         per_endpoint_concurrency=run.per_endpoint_concurrency,
         timeout_s=run.timeout_s,
         max_age_days=run.max_age_days,

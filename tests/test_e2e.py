@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import hvac
@@ -25,6 +26,7 @@ from tests.plugins.scene import (
     cli,
     outputs,
     snapshot,
+    sync,
     write_config,
 )
 
@@ -51,12 +53,17 @@ def test_run_rotates_every_row_and_converges(
     assert convergence(world.rows, world.states, world.store) == []
     for row in world.rows:
         assert sim_password(world.states[row.endpoint], row) != initial[row.label]
-    # Rotation time and run id are in custom_metadata, and no secret is.
+    # The rotation time is the version's own: one write per credential, no metadata write.
     meta = openbao_client.secrets.kv.v2.read_secret_metadata(
         path=world.rows[0].vault_path, mount_point="secret"
-    )["data"]["custom_metadata"]
-    assert meta["run_id"] == record["run_id"]
-    assert "rotated_at" in meta
+    )["data"]
+    assert meta["custom_metadata"] is None
+    assert meta["current_version"] == 1
+    created = datetime.fromisoformat(meta["versions"]["1"]["created_time"])
+    assert created >= datetime.fromisoformat(record["started_at"])
+    # Per credential: its metadata read and its promotion. Besides: health, token, mount and
+    # capability checks, the lease (4), the journal's LIST, its record written and deleted.
+    assert record["stats"]["vault_requests"] <= 2 * len(world.rows) + 12
     text = outputs(world, captured) + json.dumps(meta)
     assert "report:" in captured.out
     for secret in all_secrets(world):
@@ -71,9 +78,9 @@ def test_second_rotation_keeps_previous_version_readable(
 ) -> None:
     assert cli(world, "run") == 0
     row = world.rows[0]
-    first = world.store.read_current(row.vault_path)
+    first = sync(world.store).read_current(row.vault_path)
     assert cli(world, "run", "--force") == 0
-    second = world.store.read_current(row.vault_path)
+    second = sync(world.store).read_current(row.vault_path)
     assert first is not None
     assert second is not None
     assert first.password != second.password
@@ -165,8 +172,8 @@ def test_wrong_gateway_password_endpoint_not_attempted(
     assert {i["status"] for i in others} == {"rotated"}
     assert world.host.simulator("gw1").counters.writes == 0
     for row in world.rows_of("gw1"):
-        assert world.store.read_state(row.vault_path).current_version is None
-        assert world.store.read_state(row.vault_path).pending is None
+        assert world.version(row) is None
+        assert world.pending(row) is None
         assert world.held(row) == world.initial[row.label]
     assert_no_secret_in_outputs(world, capsys.readouterr(), caplog, json_path)
 

@@ -127,11 +127,9 @@ def test_a_scheduled_approle_run_on_the_shipped_policy_rotates_everything(
     assert record["summary"]["rotated"] == record["summary"]["total"] == len(world.rows)
     assert convergence(world.rows, world.states, world.store) == []
     assert lockouts(world) == []
-    # custom_metadata was merged (patch), the lease released (delete), the token given back.
-    meta = world.client.secrets.kv.v2.read_secret_metadata(
-        world.rows[0].vault_path, mount_point="secret"
-    )["data"]["custom_metadata"]
-    assert meta["run_id"] == record["run_id"]
+    # The journal record was deleted once settled, the lease released, the token given back.
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        world.client.secrets.kv.v2.list_secrets(world.settings.vault.pending_root, "secret")
     assert not lease_exists(world)
     assert len(approle_login.tokens) == 1
     assert not alive(world, approle_login.tokens[0]), "the run's own token outlived it"
@@ -153,8 +151,8 @@ def test_a_scheduled_approle_run_on_the_shipped_policy_rotates_everything(
     [
         (
             "_pending",
-            "'delete' on secret/metadata/{prefix}/_pending/{prefix}/office-mac/connection/4567-89AB"
-            "/RDP (dropping the candidate once promoted or discarded)",
+            "'delete' on secret/metadata/{prefix}/_pending/preflight-00001 (dropping a journal "
+            "record once its candidates are settled)",
         ),
         ("_lease", "'delete' on secret/metadata/{prefix}/_lease/default (releasing the run lease)"),
         (

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from rotate.errors import EndpointUnavailable, OutcomeUnknown, Rejected, TargetError
-from rotate.models import Credential, Kind, Row, Secret, Stage, Status, System
+from rotate.models import Credential, Kind, PendingCandidate, Row, Secret, Stage, Status, System
 from rotate.pipeline import Options, Runbook
 from rotate.settings import EndpointSettings, PolicySettings, RunSettings, Settings
 from rotate.stores.memory import MemoryStore
@@ -125,7 +126,8 @@ async def test_rotation_stages_before_push_then_promotes() -> None:
         assert item.vault_version == 1
         (current,) = store.versions(row.vault_path)
         assert current.password.reveal() == target.held[row.target]
-        assert store.metadata(row.vault_path)["run_id"] == "r1"
+        assert store.metadata(row.vault_path) == {}  # the version's own time is the rotation's
+    assert store.journal_records() == []  # every batch record settled
 
 
 async def test_second_rotation_keeps_previous_version() -> None:
@@ -177,16 +179,16 @@ async def test_unknown_outcome_is_in_doubt_and_candidate_kept_then_resumed() -> 
     assert out.items[0].status is Status.IN_DOUBT
     assert store.pending_paths() == [rows[0].vault_path]
     # Invariant 1: what the target may hold is readable from Vault.
-    pending = store.read_state(rows[0].vault_path).pending
+    pending = store.candidates().get(rows[0].vault_path)
     assert pending is not None
-    assert pending.credential.password.reveal() == target.held["t0"]
+    assert pending.password.reveal() == target.held["t0"]
     # The next run re-sends the same candidate, verifies and promotes it.
     target.behaviour.clear()
     out = await runbook(store, {"ep1": target}).run(rows)
     assert out.items[0].status is Status.ROTATED
     assert "unfinished rotation" in out.items[0].reason
     (current,) = store.versions(rows[0].vault_path)
-    assert current.password == pending.credential.password
+    assert current.password == pending.password
     assert store.pending_paths() == []
 
 
@@ -251,9 +253,9 @@ async def test_promote_failure_is_in_doubt_and_keeps_candidate() -> None:
     store.fail_next("promote", times=1)
     out = await runbook(store, {"ep1": target}).run(rows)
     assert out.items[0].status is Status.IN_DOUBT
-    pending = store.read_state(rows[0].vault_path).pending
+    pending = store.candidates().get(rows[0].vault_path)
     assert pending is not None
-    assert pending.credential.password.reveal() == target.held["t0"]
+    assert pending.password.reveal() == target.held["t0"]
 
 
 async def test_global_concurrency_bound_holds() -> None:
@@ -288,10 +290,8 @@ async def test_report_statuses() -> None:
     store = MemoryStore()
     rows = make_rows(3)
     old = datetime.now(UTC) - timedelta(days=45)
-    store.promote(rows[0].vault_path, Credential("admin", Secret("x" * 12)), None, "old", old)
-    store.promote(
-        rows[1].vault_path, Credential("admin", Secret("y" * 12)), None, "new", datetime.now(UTC)
-    )
+    await store.promote(rows[0].vault_path, Credential("admin", Secret("x" * 12)), None, old)
+    await store.promote(rows[1].vault_path, Credential("admin", Secret("y" * 12)), None)
     book = Runbook(settings(), store, {}, Options(run_id="c", mode="report"))
     out = await book.report(rows)
     assert [i.status for i in out.items] == [Status.OVERDUE, Status.COMPLIANT, Status.NEVER_ROTATED]
@@ -306,9 +306,9 @@ async def test_no_password_in_any_item_record(how: str) -> None:
     text = repr(out.items) + str([i.as_record() for i in out.items])
     for held in list(target.held.values()):
         assert held not in text
-    pending = store.read_state("rotate/ep1/computer/t0/RDP").pending
+    pending = store.candidates().get("rotate/ep1/computer/t0/RDP")
     if pending is not None:
-        assert pending.credential.password.reveal() not in text
+        assert pending.password.reveal() not in text
 
 
 def test_interleave_round_robins_endpoints() -> None:
@@ -429,13 +429,7 @@ async def test_report_shows_last_attempt_failed_schedule_and_drift() -> None:
     target.behaviour["t1"] = "reject"
     await runbook(store, {"ep1": target}, force=True).run(rows[1:2])
     # A secret under the prefix that no row names.
-    store.promote(
-        "rotate/ep1/computer/gone/RDP",
-        Credential("x", Secret("y" * 12)),
-        None,
-        "r",
-        datetime.now(UTC),
-    )
+    await store.promote("rotate/ep1/computer/gone/RDP", Credential("x", Secret("y" * 12)), None)
     book = Runbook(settings(), store, {}, Options(run_id="c", mode="report", schedule_days=31))
     out = await book.report(rows)
     statuses = [i.status for i in out.items]
@@ -493,19 +487,108 @@ async def test_resume_refused_on_a_write_only_target_keeps_the_candidate() -> No
     out = await runbook(store, {"ep1": target}).run(rows)
     assert out.items[0].status is Status.FAILED
     assert "stays pending" in out.items[0].error
-    pending = store.read_state(rows[0].vault_path).pending
+    pending = store.candidates().get(rows[0].vault_path)
     assert pending is not None
-    assert pending.credential.password.reveal() == delivered  # no lockout
+    assert pending.password.reveal() == delivered  # no lockout
 
 
 async def test_resume_refused_where_the_target_holds_something_else_discards() -> None:
     store = MemoryStore()
     target = FakeTarget("ep1", store)
     rows = make_rows(1)
-    store.stage(rows[0].vault_path, Credential("admin", Secret("never-delivered-1")), "old")
+    candidate = Credential("admin", Secret("never-delivered-1"))
+    await store.stage(
+        "old", {rows[0].vault_path: PendingCandidate(candidate, "old", datetime.now(UTC))}
+    )
     target.held["t0"] = "the-current-one"
     target.behaviour["t0"] = "reject"
     out = await runbook(store, {"ep1": target}).run(rows)
     assert out.items[0].status is Status.FAILED
     assert "candidate discarded" in out.items[0].error
     assert store.pending_paths() == []
+
+
+def batched(stage_batch: int, concurrency: int = 64) -> Settings:
+    base = settings(concurrency)
+    return replace(base, run=replace(base.run, stage_batch=stage_batch))
+
+
+async def test_a_batch_of_candidates_is_staged_in_one_journal_record_before_any_push() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(23)
+    staged_before_push: list[int] = []
+    push = target.push
+
+    async def push_and_count(row: Row, credential: Credential) -> None:
+        # Every candidate of the item's batch is in Vault when the first of them is pushed.
+        staged_before_push.append(len(store.pending_paths()))
+        await push(row, credential)
+
+    target.push = push_and_count  # type: ignore[method-assign]
+    book = Runbook(batched(10), store, {"ep1": target}, Options(run_id="r1", mode="run"))  # type: ignore[dict-item]
+    out = await book.run(rows)
+    assert [i.status for i in out.items] == [Status.ROTATED] * 23
+    assert all(target.pending_at_push)
+    assert staged_before_push[0] >= 10  # the whole first batch, not one candidate at a time
+    assert store.journal_records() == []  # each record deleted once its batch was done
+    assert store.calls("stage") == 3  # 10 + 10 + 3
+    assert store.calls("settle") == 1 + 3 + 1  # before staging, per batch, at the end
+    # Vault round trips: per credential one metadata read and one promotion; per batch one
+    # record written and one deleted; one LIST of the journal area.
+    assert store.requests == 2 * 23 + 2 * 3 + 1
+
+
+async def test_a_promoted_candidate_left_in_its_record_is_recognised_and_cleared() -> None:
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(4)
+    # The run promotes every candidate but stops before its journal record is cleared.
+
+    async def stopped_before_settling(name: str | None = None) -> None:
+        return None
+
+    store.settle = stopped_before_settling  # type: ignore[method-assign]
+    out = await runbook(store, {"ep1": target}).run(rows)
+    assert {i.status for i in out.items} == {Status.ROTATED}
+    assert len(store.journal_records()) == 1
+    assert sorted(store.candidates()) == sorted(r.vault_path for r in rows)
+    # A new run (a new store instance over the same Vault) sees the candidates are the
+    # current versions already: nothing to resume, and the record goes before any staging.
+    fresh = MemoryStore()
+    fresh._memory.entries = store._memory.entries  # the same Vault
+    pushes = target.pushes
+    out = await runbook(fresh, {"ep1": target}, force=True).run(rows)
+    assert {i.status for i in out.items} == {Status.ROTATED}
+    assert all("unfinished rotation" not in i.reason for i in out.items)
+    assert target.pushes == pushes + 4  # fresh candidates, none re-sent
+    assert fresh.journal_records() == []
+    for row in rows:
+        assert [c.password.reveal() for c in fresh.versions(row.vault_path)][-1] == target.held[
+            row.target
+        ]
+
+
+async def test_an_aborted_run_drops_the_candidates_it_staged_but_never_sent() -> None:
+    from rotate.pipeline import Threshold
+
+    store = MemoryStore()
+    target = FakeTarget("ep1", store)
+    rows = make_rows(12)
+    target.behaviour[rows[0].target] = "reject"
+    book = Runbook(
+        batched(6, concurrency=2),
+        store,
+        {"ep1": target},  # type: ignore[dict-item]
+        Options(run_id="r1", mode="run", max_failures=Threshold.parse("0")),
+    )
+    out = await book.run(rows)
+    statuses = [i.status for i in out.items]
+    assert statuses.count(Status.NOT_ATTEMPTED) >= 6
+    assert "failure threshold crossed" in out.aborted
+    # Staged candidates that no target saw are gone; the others were promoted.
+    assert store.pending_paths() == []
+    assert store.journal_records() == []
+    for row, item in zip(rows, out.items, strict=True):
+        if item.status is Status.NOT_ATTEMPTED:
+            assert store.versions(row.vault_path) == []

@@ -9,7 +9,17 @@ from datetime import UTC, datetime
 import pytest
 
 from rotate.errors import EndpointUnavailable, OutcomeUnknown, Rejected, StoreError, TargetError
-from rotate.models import Credential, ItemResult, Kind, Row, Secret, Stage, Status, System
+from rotate.models import (
+    Credential,
+    ItemResult,
+    Kind,
+    PendingCandidate,
+    Row,
+    Secret,
+    Stage,
+    Status,
+    System,
+)
 from rotate.pipeline import Options, Outcome, Runbook
 from rotate.reconcile import reconcile, reconcile_exit_code
 from rotate.settings import EndpointSettings, PolicySettings, RunSettings, Settings
@@ -128,23 +138,23 @@ async def run(
     )
     if abort_after is not None:
         targets["ep1"].on_read = lambda: book.abort(abort_after)
-    try:
-        return await reconcile(book, rows, repush)
-    finally:
-        book.close()
+    return await reconcile(book, rows, repush)
 
 
-def with_current(store: MemoryStore, row: Row, password: str = CURRENT) -> int:
+async def with_current(store: MemoryStore, row: Row, password: str = CURRENT) -> int:
     credential = Credential(row.username, Secret(password), row.domain)
-    return store.promote(row.vault_path, credential, None, "r0", datetime(2024, 1, 1, tzinfo=UTC))
+    return await store.promote(row.vault_path, credential, None, datetime(2024, 1, 1, tzinfo=UTC))
 
 
-def with_pending(store: MemoryStore, row: Row, password: str = PENDING) -> None:
-    store.stage(row.vault_path, Credential(row.username, Secret(password), row.domain), "r1")
+async def with_pending(store: MemoryStore, row: Row, password: str = PENDING) -> None:
+    credential = Credential(row.username, Secret(password), row.domain)
+    version = len(store.versions(row.vault_path)) or None
+    candidate = PendingCandidate(credential, "r1", datetime.now(UTC), version)
+    await store.stage("r1", {row.vault_path: candidate})
 
 
-def current_password(store: MemoryStore, row: Row) -> str | None:
-    current = store.read_current(row.vault_path)
+async def current_password(store: MemoryStore, row: Row) -> str | None:
+    current = await store.read_current(row.vault_path)
     return current.password.reveal() if current else None
 
 
@@ -154,7 +164,7 @@ def current_password(store: MemoryStore, row: Row) -> str | None:
 async def test_target_holding_current_is_in_sync_and_untouched() -> None:
     store, target = MemoryStore(), FakeTarget()
     (row,) = make_rows(1)
-    with_current(store, row)
+    await with_current(store, row)
     target.held["t0"] = CURRENT
     (item,) = (await run(store, {"ep1": target}, [row])).items
     assert item.status is Status.IN_SYNC
@@ -169,8 +179,8 @@ async def test_target_holding_current_is_in_sync_and_untouched() -> None:
 async def test_target_holding_pending_promotes_it() -> None:
     store, target = MemoryStore(), FakeTarget()
     (row,) = make_rows(1)
-    with_current(store, row)
-    with_pending(store, row)
+    await with_current(store, row)
+    await with_pending(store, row)
     target.held["t0"] = PENDING
     (item,) = (await run(store, {"ep1": target}, [row])).items
     assert item.status is Status.REPAIRED
@@ -180,18 +190,20 @@ async def test_target_holding_pending_promotes_it() -> None:
     assert item.vault_version == 2
     assert item.last_rotated is not None
     assert item.last_rotated.year > 2024
-    assert current_password(store, row) == PENDING
+    assert await current_password(store, row) == PENDING
     assert store.versions(row.vault_path)[0].password.reveal() == CURRENT  # history kept
     assert store.pending_paths() == []
-    assert store.metadata(row.vault_path)["run_id"] == "rc1"
+    state = await store.read_state(row.vault_path)
+    assert state.rotated_at is not None
+    assert state.rotated_at.year > 2024  # rotated now: version 2's own time, not the seeded one
     assert target.pushed == []
 
 
 async def test_target_holding_current_discards_stale_pending() -> None:
     store, target = MemoryStore(), FakeTarget()
     (row,) = make_rows(1)
-    with_current(store, row)
-    with_pending(store, row)
+    await with_current(store, row)
+    await with_pending(store, row)
     target.held["t0"] = CURRENT
     (item,) = (await run(store, {"ep1": target}, [row])).items
     assert item.status is Status.REPAIRED
@@ -199,15 +211,15 @@ async def test_target_holding_current_discards_stale_pending() -> None:
     assert item.vault_version == 1
     assert item.verified is True
     assert store.pending_paths() == []
-    assert current_password(store, row) == CURRENT
+    assert await current_password(store, row) == CURRENT
     assert target.pushed == []
 
 
 async def test_pending_equal_to_current_is_discarded_not_promoted_again() -> None:
     store, target = MemoryStore(), FakeTarget()
     (row,) = make_rows(1)
-    with_current(store, row)
-    with_pending(store, row, CURRENT)  # a promotion that could not drop its candidate
+    await with_current(store, row)
+    await with_pending(store, row, CURRENT)  # a promotion that could not drop its candidate
     target.held["t0"] = CURRENT
     (item,) = (await run(store, {"ep1": target}, [row])).items
     assert item.status is Status.REPAIRED
@@ -219,9 +231,9 @@ async def test_pending_equal_to_current_is_discarded_not_promoted_again() -> Non
 async def test_drifted_target_gets_current_again_and_pending_goes(pending: bool) -> None:
     store, target = MemoryStore(), FakeTarget()
     (row,) = make_rows(1)
-    with_current(store, row)
+    await with_current(store, row)
     if pending:
-        with_pending(store, row)
+        await with_pending(store, row)
     target.held["t0"] = DRIFTED
     (item,) = (await run(store, {"ep1": target}, [row])).items
     assert item.status is Status.REPAIRED
@@ -248,8 +260,8 @@ async def test_drift_repush_failure_changes_nothing_in_vault(how: str, status: S
     store, target = MemoryStore(), FakeTarget()
     rows = make_rows(2)
     for row in rows:
-        with_current(store, row)
-        with_pending(store, row)
+        await with_current(store, row)
+        await with_pending(store, row)
         target.held[row.target] = DRIFTED
     target.behaviour["t0"] = how
     items = (await run(store, {"ep1": target}, rows)).items
@@ -258,15 +270,15 @@ async def test_drift_repush_failure_changes_nothing_in_vault(how: str, status: S
     assert items[1].status is Status.REPAIRED  # a neighbour's failure cancels nothing
     # The failed item keeps its candidate (nothing discarded) and its current version.
     assert store.pending_paths() == [rows[0].vault_path]
-    assert current_password(store, rows[0]) == CURRENT
+    assert await current_password(store, rows[0]) == CURRENT
     assert len(store.versions(rows[0].vault_path)) == 1
 
 
 async def test_drift_repush_unverified_keeps_pending() -> None:
     store, target = MemoryStore(), FakeTarget()
     (row,) = make_rows(1)
-    with_current(store, row)
-    with_pending(store, row)
+    await with_current(store, row)
+    await with_pending(store, row)
     target.held["t0"] = DRIFTED
     target.behaviour["t0"] = "read_error_after_push"
     (item,) = (await run(store, {"ep1": target}, [row])).items
@@ -294,13 +306,13 @@ async def test_never_stored_target_is_adopted() -> None:
 async def test_adopt_after_a_deleted_current_checks_and_sets_on_its_version() -> None:
     store, target = MemoryStore(), FakeTarget()
     (row,) = make_rows(1)
-    with_current(store, row)
+    await with_current(store, row)
     store.delete_latest(row.vault_path)  # metadata and version number stay, no readable value
     target.held["t0"] = FOREIGN
     (item,) = (await run(store, {"ep1": target}, [row])).items
     assert item.status is Status.REPAIRED
     assert item.vault_version == 2
-    assert current_password(store, row) == FOREIGN
+    assert await current_password(store, row) == FOREIGN
 
 
 async def test_adopt_store_failure_is_failed() -> None:
@@ -311,55 +323,55 @@ async def test_adopt_store_failure_is_failed() -> None:
     (item,) = (await run(store, {"ep1": target}, [row])).items
     assert item.status is Status.FAILED
     assert "could not be stored in Vault" in item.error
-    assert store.read_state(row.vault_path).current_version is None
+    assert (await store.read_state(row.vault_path)).current_version is None
 
 
 async def test_no_current_pending_not_on_target_is_resent_and_promoted() -> None:
     store, target = MemoryStore(), FakeTarget()
     (row,) = make_rows(1)
-    with_pending(store, row)
+    await with_pending(store, row)
     target.held["t0"] = FOREIGN
     (item,) = (await run(store, {"ep1": target}, [row])).items
     assert item.status is Status.REPAIRED
     assert item.verified is True
     assert item.vault_version == 1
     assert target.held["t0"] == PENDING
-    assert current_password(store, row) == PENDING
+    assert await current_password(store, row) == PENDING
     assert store.pending_paths() == []
 
 
 async def test_promotion_failure_keeps_the_held_candidate_pending() -> None:
     store, target = MemoryStore(), FakeTarget()
     (row,) = make_rows(1)
-    with_current(store, row)
-    with_pending(store, row)
+    await with_current(store, row)
+    await with_pending(store, row)
     target.held["t0"] = PENDING
     store.fail_next("promote")
     (item,) = (await run(store, {"ep1": target}, [row])).items
     assert item.status is Status.IN_DOUBT
     assert "promotion failed" in item.error
-    state = store.read_state(row.vault_path)
-    assert state.pending is not None
-    assert state.pending.credential.password.reveal() == target.held["t0"]
+    held = store.candidates().get(row.vault_path)
+    assert held is not None
+    assert held.password.reveal() == target.held["t0"]
 
 
 async def test_discard_failure_is_failed_and_current_kept() -> None:
     store, target = MemoryStore(), FakeTarget()
     (row,) = make_rows(1)
-    with_current(store, row)
-    with_pending(store, row)
+    await with_current(store, row)
+    await with_pending(store, row)
     target.held["t0"] = CURRENT
     store.fail_next("discard")
     (item,) = (await run(store, {"ep1": target}, [row])).items
     assert item.status is Status.FAILED
     assert "could not be discarded" in item.error
-    assert current_password(store, row) == CURRENT
+    assert await current_password(store, row) == CURRENT
 
 
 async def test_read_back_error_is_failed_and_nothing_written() -> None:
     store, target = MemoryStore(), FakeTarget()
     (row,) = make_rows(1)
-    with_current(store, row)
+    await with_current(store, row)
     target.behaviour["t0"] = "read_error"
     (item,) = (await run(store, {"ep1": target}, [row])).items
     assert item.status is Status.FAILED
@@ -370,7 +382,7 @@ async def test_read_back_error_is_failed_and_nothing_written() -> None:
 async def test_vault_current_unreadable_is_failed() -> None:
     store, target = MemoryStore(), FakeTarget()
     (row,) = make_rows(1)
-    with_current(store, row)
+    await with_current(store, row)
     target.held["t0"] = DRIFTED
     store.fail_next("read_current")
     (item,) = (await run(store, {"ep1": target}, [row])).items
@@ -386,9 +398,9 @@ async def test_vault_current_unreadable_is_failed() -> None:
 async def test_write_only_without_repush_is_skipped(pending: bool) -> None:
     store, target = MemoryStore(), FakeTarget(write_only=True)
     (row,) = make_rows(1)
-    with_current(store, row)
+    await with_current(store, row)
     if pending:
-        with_pending(store, row)
+        await with_pending(store, row)
     (item,) = (await run(store, {"ep1": target}, [row])).items
     assert item.status is Status.SKIPPED
     assert item.reason.startswith(
@@ -403,7 +415,7 @@ async def test_write_only_without_repush_is_skipped(pending: bool) -> None:
 async def test_read_back_without_password_counts_as_write_only() -> None:
     store, target = MemoryStore(), FakeTarget()
     (row,) = make_rows(1)
-    with_current(store, row)
+    await with_current(store, row)
     target.behaviour["t0"] = "no_password"
     (item,) = (await run(store, {"ep1": target}, [row])).items
     assert item.status is Status.SKIPPED
@@ -415,7 +427,7 @@ async def test_read_back_without_password_counts_as_write_only() -> None:
 async def test_write_only_repush_sends_current() -> None:
     store, target = MemoryStore(), FakeTarget(write_only=True)
     (row,) = make_rows(1)
-    with_current(store, row)
+    await with_current(store, row)
     target.held["t0"] = DRIFTED
     (item,) = (await run(store, {"ep1": target}, [row], repush=True)).items
     assert item.status is Status.REPAIRED
@@ -429,14 +441,14 @@ async def test_write_only_repush_sends_current() -> None:
 async def test_write_only_repush_finishes_the_pending_candidate() -> None:
     store, target = MemoryStore(), FakeTarget(write_only=True)
     (row,) = make_rows(1)
-    with_current(store, row)
-    with_pending(store, row)
+    await with_current(store, row)
+    await with_pending(store, row)
     (item,) = (await run(store, {"ep1": target}, [row], repush=True)).items
     assert item.status is Status.REPAIRED
     assert item.vault_version == 2
     assert item.verified is False
     assert target.held["t0"] == PENDING
-    assert current_password(store, row) == PENDING
+    assert await current_password(store, row) == PENDING
     assert store.pending_paths() == []
 
 
@@ -447,14 +459,14 @@ async def test_write_only_repush_finishes_the_pending_candidate() -> None:
 async def test_write_only_repush_of_pending_never_drops_it(how: str, status: Status) -> None:
     store, target = MemoryStore(), FakeTarget(write_only=True)
     (row,) = make_rows(1)
-    with_current(store, row)
-    with_pending(store, row)
+    await with_current(store, row)
+    await with_pending(store, row)
     target.behaviour["t0"] = how
     (item,) = (await run(store, {"ep1": target}, [row], repush=True)).items
     assert item.status is status
     assert "candidate kept pending" in item.error
     assert store.pending_paths() == [row.vault_path]
-    assert current_password(store, row) == CURRENT
+    assert await current_password(store, row) == CURRENT
 
 
 @pytest.mark.parametrize(
@@ -464,7 +476,7 @@ async def test_write_only_repush_of_pending_never_drops_it(how: str, status: Sta
 async def test_write_only_repush_of_current_failures(how: str, status: Status) -> None:
     store, target = MemoryStore(), FakeTarget(write_only=True)
     (row,) = make_rows(1)
-    with_current(store, row)
+    await with_current(store, row)
     target.behaviour["t0"] = how
     (item,) = (await run(store, {"ep1": target}, [row], repush=True)).items
     assert item.status is status
@@ -488,8 +500,8 @@ async def test_failed_probe_means_no_reads_no_writes_not_attempted() -> None:
     good, bad = FakeTarget("ep1"), FakeTarget("ep2", probe_ok=False)
     rows = make_rows(2) + make_rows(2, "ep2")
     for row in rows:
-        with_current(store, row)
-        with_pending(store, row)
+        await with_current(store, row)
+        await with_pending(store, row)
     good.held = {"t0": PENDING, "t1": PENDING}
     out = await run(store, {"ep1": good, "ep2": bad}, rows, repush=True)
     assert [i.status for i in out.items] == [Status.REPAIRED] * 2 + [Status.NOT_ATTEMPTED] * 2
@@ -506,7 +518,7 @@ async def test_unreadable_vault_state_fails_that_row_only() -> None:
     store, target = MemoryStore(), FakeTarget()
     rows = make_rows(3)
     for row in rows:
-        with_current(store, row)
+        await with_current(store, row)
         target.held[row.target] = CURRENT
     store.fail_next("read_state")
     out = await run(store, {"ep1": target}, rows, concurrency=1)
@@ -520,8 +532,8 @@ async def test_one_state_read_per_row() -> None:
     store, target = MemoryStore(), FakeTarget()
     rows = make_rows(6)
     for row in rows[:3]:
-        with_current(store, row)
-        with_pending(store, row)
+        await with_current(store, row)
+        await with_pending(store, row)
         target.held[row.target] = DRIFTED
     await run(store, {"ep1": target}, rows)
     assert store.calls("read_state") == len(rows)
@@ -531,7 +543,7 @@ async def test_concurrency_bound_holds() -> None:
     store, target = MemoryStore(), FakeTarget()
     rows = make_rows(20)
     for row in rows:
-        with_current(store, row)
+        await with_current(store, row)
         target.held[row.target] = DRIFTED
     out = await run(store, {"ep1": target}, rows, concurrency=3)
     assert all(i.status is Status.REPAIRED for i in out.items)
@@ -543,7 +555,7 @@ async def test_results_keep_inventory_order_across_endpoints() -> None:
     t1, t2 = FakeTarget("ep1"), FakeTarget("ep2")
     rows = make_rows(3) + make_rows(3, "ep2")
     for row in rows:
-        with_current(store, row)
+        await with_current(store, row)
     for t in (t1, t2):
         t.held = {"t0": CURRENT, "t1": DRIFTED, "t2": CURRENT}
     out = await run(store, {"ep1": t1, "ep2": t2}, rows, concurrency=2)
@@ -556,7 +568,7 @@ async def test_abort_stops_new_items_and_in_flight_ones_finish() -> None:
     store, target = MemoryStore(), FakeTarget()
     rows = make_rows(4)
     for row in rows:
-        with_current(store, row)
+        await with_current(store, row)
         target.held[row.target] = DRIFTED
     out = await run(store, {"ep1": target}, rows, concurrency=1, abort_after="lease lost")
     assert out.aborted == "lease lost"
@@ -607,9 +619,9 @@ async def test_no_password_in_any_record_or_repr(scene: str) -> None:
     target = FakeTarget(write_only=write_only)
     (row,) = make_rows(1)
     if scene not in ("adopt", "adopt_fails", "resend"):
-        with_current(store, row)
+        await with_current(store, row)
     if scene in ("pending_held", "stale", "resend", "promote_fails") or "pending" in scene:
-        with_pending(store, row)
+        await with_pending(store, row)
     target.held["t0"] = {
         "in_sync": CURRENT,
         "pending_held": PENDING,

@@ -8,12 +8,24 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import hvac
 import pytest
 
 from rotate.demo import sim_password
-from rotate.devvault import DevVault
-from rotate.models import Credential, ItemResult, Kind, Row, Secret, Stage, Status, System
+from rotate.devvault import DEV_MOUNT, DevVault
+from rotate.models import (
+    Credential,
+    ItemResult,
+    Kind,
+    PendingCandidate,
+    Row,
+    Secret,
+    Stage,
+    Status,
+    System,
+)
 from rotate.pipeline import Options, Runbook
 from rotate.reconcile import reconcile, reconcile_exit_code
 from rotate.settings import (
@@ -27,6 +39,7 @@ from rotate.sim.host import SimulatorHost
 from rotate.sim.seed import seed_states
 from rotate.stores.vault import VaultStore
 from rotate.targets import Target, build_target
+from tests.plugins.scene import journal_candidates
 
 GATEWAY = "gw-Secret-pass"
 DRIFTED = "Drifted-by-hand-42"
@@ -47,12 +60,44 @@ class Scene:
         row = self.rows[name]
         return sim_password(self.host.state(row.endpoint), row)
 
+    def root(self) -> hvac.Client:
+        return hvac.Client(url=self.settings.vault.addr, token=self.token)
+
     def current(self, name: str) -> str | None:
-        credential = self.store.read_current(self.rows[name].vault_path)
-        return credential.password.reveal() if credential else None
+        """Vault's current password, read as root behind rotate's back."""
+        try:
+            answer = self.root().secrets.kv.v2.read_secret_version(
+                path=self.rows[name].vault_path,
+                mount_point=DEV_MOUNT,
+                raise_on_deleted_version=True,
+            )
+        except hvac.exceptions.InvalidPath:
+            return None
+        return str(answer["data"]["data"]["password"])
 
     def version(self, name: str) -> int | None:
-        return self.store.read_state(self.rows[name].vault_path).current_version
+        try:
+            meta = self.root().secrets.kv.v2.read_secret_metadata(
+                path=self.rows[name].vault_path, mount_point=DEV_MOUNT
+            )
+        except hvac.exceptions.InvalidPath:
+            return None
+        return int(meta["data"]["current_version"]) or None
+
+    def pending(self, name: str) -> str | None:
+        found = journal_candidates(self.root(), self.settings.vault).get(self.rows[name].vault_path)
+        return found.reveal() if found is not None else None
+
+    async def stage(self, name: str, password: str, run_id: str) -> None:
+        """A candidate as a run that then died would have left it."""
+        row = self.rows[name]
+        candidate = PendingCandidate(
+            Credential(row.username, Secret(password), row.domain),
+            run_id,
+            datetime.now(UTC),
+            self.version(name),
+        )
+        await self.store.stage(run_id, {row.vault_path: candidate})
 
     def writes(self) -> int:
         return sum(self.host.simulator(n).counters.writes for n in self.settings.endpoints)
@@ -124,8 +169,7 @@ async def runbook(scene: Scene, mode: str) -> AsyncIterator[Runbook]:
     try:
         yield book
     finally:
-        book.close()
-        await asyncio.gather(*(t.aclose() for t in targets.values()))
+        await asyncio.gather(scene.store.aclose(), *(t.aclose() for t in targets.values()))
 
 
 async def rotate_all(scene: Scene) -> None:
@@ -162,11 +206,11 @@ def assert_no_secret(scene: Scene, items: list[ItemResult]) -> None:
     text = repr(items) + repr([i.as_record() for i in items])
     secrets = [scene.token, GATEWAY, DRIFTED, CANDIDATE]
     secrets.append(hashlib.md5(GATEWAY.encode(), usedforsecurity=False).hexdigest())
-    for name, row in scene.rows.items():
+    for name in scene.rows:
         secrets += [p for p in (scene.held(name), scene.current(name)) if p]
-        pending = scene.store.read_state(row.vault_path).pending
+        pending = scene.pending(name)
         if pending is not None:
-            secrets.append(pending.credential.password.reveal())
+            secrets.append(pending)
     for secret in secrets:
         assert secret not in text
 
@@ -192,9 +236,7 @@ async def test_pending_candidate_held_by_target_is_promoted(scene: Scene) -> Non
     await rotate_all(scene)
     # A run staged and pushed a candidate, then died before promoting it.
     for name in ("computer", "server"):
-        row = scene.rows[name]
-        candidate = Credential(row.username, Secret(CANDIDATE), row.domain)
-        scene.store.stage(row.vault_path, candidate, "crashed-run")
+        await scene.stage(name, CANDIDATE, "crashed-run")
         await set_behind_vaults_back(scene, name, CANDIDATE)
     items = await reconcile_all(scene)
     for name in ("computer", "server"):
@@ -204,7 +246,7 @@ async def test_pending_candidate_held_by_target_is_promoted(scene: Scene) -> Non
         assert item.stage is Stage.PROMOTED
         assert item.vault_version == 2
         assert scene.current(name) == scene.held(name) == CANDIDATE
-        assert scene.store.read_state(scene.rows[name].vault_path).pending is None
+        assert scene.pending(name) is None
     assert scene.writes() == 0
 
 
@@ -212,14 +254,13 @@ async def test_stale_pending_is_discarded(scene: Scene) -> None:
     await rotate_all(scene)
     before = scene.held("computer")
     # A run staged a candidate and died before the target saw it.
-    row = scene.rows["computer"]
-    scene.store.stage(row.vault_path, Credential("admin", Secret(CANDIDATE), "CORP"), "dead")
+    await scene.stage("computer", CANDIDATE, "dead")
     items = await reconcile_all(scene)
     item = items["computer"]
     assert item.status is Status.REPAIRED
     assert item.reason == "target holds the current password: stale candidate discarded"
     assert item.vault_version == 1
-    assert scene.store.read_state(row.vault_path).pending is None
+    assert scene.pending("computer") is None
     assert scene.current("computer") == scene.held("computer") == before
     assert scene.writes() == 0
 
@@ -232,7 +273,7 @@ async def test_never_stored_targets_are_adopted(scene: Scene) -> None:
         assert item.status is Status.REPAIRED, item
         assert item.reason == "adopted the target's password into Vault"
         assert item.vault_version == 1
-        current = scene.store.read_current(scene.rows[name].vault_path)
+        current = await scene.store.read_current(scene.rows[name].vault_path)
         assert current is not None
         assert current.password.reveal() == seeded[name]
         assert current.username == scene.rows[name].username

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rotate.models import Credential, Secret
-from tests.plugins.scene import ROOT, World, cli
+from tests.plugins.scene import ROOT, World, cli, sync
 from tests.test_report import figures_of
 from tests.test_report_browser import chromium, chromium_path
 
@@ -28,25 +28,20 @@ def test_compliance_figures_match_seeded_vault_ages(world: World) -> None:
     for i, days in ages.items():
         row = rows[i]
         when = now - timedelta(days=days)
-        world.store.promote(
-            row.vault_path,
-            Credential(row.username, Secret("x" * 16), row.domain),
-            None,
-            "seed",
-            when,
+        sync(world.store).promote(
+            row.vault_path, Credential(row.username, Secret("x" * 16), row.domain), None, when
         )
     # Row 6: rotated 5 days ago, but the latest attempt after that failed.
-    world.store.promote(
+    sync(world.store).promote(
         rows[6].vault_path,
         Credential(rows[6].username, Secret("y" * 16), rows[6].domain),
         None,
-        "seed",
         now - timedelta(days=5),
     )
-    world.store.record_failure(rows[6].vault_path, "later-run", now - timedelta(days=1))
+    sync(world.store).record_failure(rows[6].vault_path, "later-run", now - timedelta(days=1))
     # A secret under the prefix that no row names (drift).
     stray = f"{world.settings.vault.prefix}/old-endpoint/server/gone"
-    world.store.promote(stray, Credential("u", Secret("z" * 16)), None, "seed", now)
+    sync(world.store).promote(stray, Credential("u", Secret("z" * 16)), None)
     subset = world.out.parent / "ten.csv"
     lines = world.inventory.read_text().splitlines()
     subset.write_text("\n".join(lines[:11]) + "\n")
@@ -107,11 +102,10 @@ def test_planted_canary_and_script_never_reach_an_output_or_run(
     binary = chromium_path()
     row = world.rows[0]
     # The canary is the credential's current password in Vault and on the target.
-    world.store.promote(
+    sync(world.store).promote(
         row.vault_path,
         Credential(row.username, Secret(CANARY), row.domain),
         None,
-        "seed",
         datetime.now(UTC) - timedelta(days=400),
     )
     lines = world.inventory.read_text().splitlines()

@@ -53,9 +53,8 @@ def test_without_the_ca_the_endpoints_fail_clearly_and_nothing_is_written(
     assert {i["status"] for i in record["items"]} == {"not_attempted"}
     assert "certificate verify failed" in record["items"][0]["error"]
     for row in world.rows:
-        state = world.store.read_state(row.vault_path)
-        assert state.current_version is None
-        assert state.pending is None
+        assert world.version(row) is None
+        assert world.pending(row) is None
     assert "certificate verify failed" in caplog.text
 
 

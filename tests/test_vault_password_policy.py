@@ -10,11 +10,12 @@ from pathlib import Path
 import hvac
 import pytest
 
-from rotate.errors import ConfigError
+from rotate.errors import ConfigError, StoreError
 from rotate.models import Status
 from rotate.pipeline import Options, Runbook
 from rotate.settings import PolicySettings, load_settings
 from rotate.stores.memory import MemoryStore
+from rotate.stores.vault import VaultStore
 from tests.plugins.scene import World, cli, reconfigure
 from tests.test_pipeline import FakeTarget, make_rows, settings
 
@@ -75,9 +76,31 @@ def test_generator_vault_needs_a_policy_name(tmp_path: Path) -> None:
         load_settings(config, env={})
 
 
-def test_a_run_with_an_openbao_password_policy(world: World, openbao_client: hvac.Client) -> None:
+def _policy(client: hvac.Client) -> str:
     name = f"rotate-test-{uuid.uuid4().hex[:8]}"
-    openbao_client.adapter.put(f"/v1/sys/policies/password/{name}", json={"policy": RULES})
+    client.adapter.put(f"/v1/sys/policies/password/{name}", json={"policy": RULES})
+    return name
+
+
+async def test_vault_store_generates_from_an_openbao_password_policy(
+    vault_store: VaultStore, openbao_client: hvac.Client
+) -> None:
+    name = _policy(openbao_client)
+    try:
+        made = [await vault_store.generate_password(name) for _ in range(5)]
+        assert len({p.reveal() for p in made}) == 5
+        for password in made:
+            assert len(password) == 20
+            assert set(password.reveal()) <= ALLOWED
+            assert password.reveal() not in repr(password)
+        with pytest.raises(StoreError, match="Vault has no password policy 'no-such-policy'"):
+            await vault_store.generate_password("no-such-policy")
+    finally:
+        await vault_store.aclose()
+
+
+def test_a_run_with_an_openbao_password_policy(world: World, openbao_client: hvac.Client) -> None:
+    name = _policy(openbao_client)
     reconfigure(
         world,
         {

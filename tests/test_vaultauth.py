@@ -4,6 +4,7 @@ namespaces, the capability preflight, and never a secret in a message."""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import logging
@@ -25,7 +26,7 @@ from rotate import vaultauth
 from rotate.cli import main
 from rotate.devvault import DevVault
 from rotate.errors import ConfigError, StoreUnavailable
-from rotate.models import Secret
+from rotate.models import Secret, SecretState
 from rotate.settings import VaultSettings, load_settings
 from rotate.stores.vault import VaultStore
 from tests.plugins.scene import DEMO_CSV, DEMO_TOML
@@ -225,20 +226,49 @@ def _alive(addr: str, token: str) -> bool:
     return True
 
 
-def _busy(store: VaultStore, prefix: str, seconds: float, threads: int = 3) -> int:
-    """A "run": reads from several threads for `seconds`; how many reads succeeded."""
+def _read_state(store: VaultStore, path: str) -> SecretState:
+    """One data-plane read on an event loop of its own (its client closed on that loop)."""
 
-    def reader(i: int) -> int:
+    async def read() -> SecretState:
+        try:
+            return await store.read_state(path)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
+
+
+def _busy(store: VaultStore, prefix: str, seconds: float, threads: int = 3) -> int:
+    """A "run" for `seconds`: control-plane reads from several threads while as many readers
+    on the run's event loop read state (the data plane); how many reads succeeded."""
+    deadline = time.monotonic() + seconds
+
+    def control(i: int) -> int:
         done = 0
-        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            store.read_state(f"{prefix}/busy/{i}")
+            store.read_record(f"{prefix}/_lease/busy-{i}")
             done += 1
             time.sleep(0.1)
         return done
 
+    async def data(i: int) -> int:
+        done = 0
+        while time.monotonic() < deadline:
+            await store.read_state(f"{prefix}/busy/{i}")
+            done += 1
+            await asyncio.sleep(0.1)
+        return done
+
+    async def run() -> int:
+        try:
+            return sum(await asyncio.gather(*(data(i) for i in range(threads))))
+        finally:
+            await store.aclose()
+
     with ThreadPoolExecutor(threads) as pool:
-        return sum(pool.map(reader, range(threads)))
+        controlled = pool.map(control, range(threads))
+        read = asyncio.run(run())
+        return read + sum(controlled)
 
 
 @pytest.mark.integration
@@ -259,7 +289,7 @@ def test_a_token_from_the_token_file_is_used_and_never_revoked(
     assert settings.token == Secret(token)
     with VaultStore(settings) as store:
         assert store.check() == "token-cron"
-        assert store.read_state(f"{vault_settings.prefix}/x").current_version is None
+        assert _read_state(store, f"{vault_settings.prefix}/x").current_version is None
     assert _alive(openbao.addr, token), "a token the run was given was revoked"
 
 
@@ -366,7 +396,7 @@ def test_approle_from_files(
     settings = load_settings(config, env={}).vault
     with VaultStore(settings) as store:
         store.check()
-        store.read_state(f"{vault_settings.prefix}/x")
+        _read_state(store, f"{vault_settings.prefix}/x")
     assert len(logins) == 1
     assert not _alive(openbao.addr, logins[0])
 
@@ -409,7 +439,7 @@ def test_a_batch_token_is_used_and_not_revoked(
     role = approle(token_type="batch", token_ttl="1m")
     with VaultStore(role.settings(vault_settings)) as store:
         store.check()
-        store.read_state(f"{vault_settings.prefix}/x")
+        _read_state(store, f"{vault_settings.prefix}/x")
     # Batch tokens cannot be revoked: no attempt, no warning; it expires by itself.
     assert "could not revoke" not in caplog.text
     assert _alive(openbao.addr, logins[0])
@@ -530,8 +560,8 @@ def test_preflight_names_each_missing_capability_and_path(
         assert store.requests == before + 1  # one question for every path
     message = str(info.value)
     assert message.startswith("the Vault token may not do what this run needs, so nothing")
-    pending = f"secret/metadata/{prefix}/_pending/{prefix}/ep/x"
-    assert f"'delete' on {pending} (dropping the candidate" in message
+    journal = f"secret/metadata/{prefix}/_pending/preflight-00001"
+    assert f"'delete' on {journal} (dropping a journal record" in message
     assert f"'delete' on secret/metadata/{prefix}/_lease/l (releasing the run lease)" in message
     assert "/ep/y" not in message  # one sample per folder
     assert "(see deploy/vault-policy.hcl)" in message

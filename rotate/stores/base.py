@@ -1,11 +1,12 @@
 """The SecretStore protocol: the small interface the pipeline needs from Vault.
 
-The layout it implements keeps the no-lost-credential invariants of DESIGN.md:
-- the *current* secret of a row lives at `<mount>/<path>`; each promotion is a new KV v2
-  version (so the previous password stays readable), and `custom_metadata` records
-  `rotated_at` and `run_id` (never a secret);
-- a *pending* candidate lives apart, at `<mount>/<pending_root>/<path>`, written before any
-  target sees it and deleted (all versions) once promoted or definitely rejected.
+The layout behind it (rotate/stores/kv.py) keeps the no-lost-credential invariants of
+DESIGN.md: the current secret of a row is the latest KV v2 version at its path (the previous
+ones stay readable); candidates are staged, a batch at a time, in journal records under the
+pending root before any target sees them, and leave them once promoted or discarded.
+
+Two planes: the control plane is blocking (called before and after the run's event loop, or
+in a thread); the data plane is made of coroutines on the run's event loop.
 """
 
 from __future__ import annotations
@@ -14,65 +15,21 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
-from rotate.models import Credential, Secret, SecretState
+from rotate.models import Credential, PendingCandidate, Secret, SecretState
+from rotate.stores.kv import VERSION_TIME, RotationTime
 
 
 class SecretStore(Protocol):
-    """What the pipeline asks of a secret store. Calls are blocking; run them in threads."""
+    """What the pipeline asks of a secret store."""
+
+    # --- control plane (blocking) -----------------------------------------------------------
 
     def check(self) -> str:
         """Fail with StoreUnavailable unless the store is usable; return who we are."""
         ...
 
-    def read_state(self, path: str, pending: bool = True) -> SecretState:
-        """Current version, last rotation and pending candidate (if any) of one secret;
-        `pending=False` skips looking for a candidate (list_pending said there is none)."""
-        ...
-
-    def list_pending(self) -> set[str]:
-        """The secret paths that have a staged candidate (a LIST, not a read per row)."""
-        ...
-
-    def read_current(self, path: str) -> Credential | None:
-        """The current credential, or None when there is none."""
-        ...
-
-    def stage(self, path: str, credential: Credential, run_id: str) -> None:
-        """Store a new pending candidate; PendingConflict if one is already there."""
-        ...
-
-    def promote(
-        self,
-        path: str,
-        credential: Credential,
-        expected_version: int | None,
-        run_id: str,
-        rotated_at: datetime | None,
-    ) -> int:
-        """Write the accepted credential as the new current version; return that version.
-
-        `rotated_at` None records a password of unknown age (adopted): it counts as never
-        rotated, so the next run rotates it."""
-        ...
-
-    def discard(self, path: str) -> None:
-        """Delete the pending candidate (all its versions); a no-op when there is none."""
-        ...
-
     def read_field(self, path: str, key: str) -> str:
         """One field of a secret (a gateway password, say); StoreError if missing."""
-        ...
-
-    def generate_password(self, policy: str) -> Secret:
-        """A password from the Vault password policy `policy`."""
-        ...
-
-    def record_failure(self, path: str, run_id: str, at: datetime) -> None:
-        """Note in the secret's metadata that an attempt failed or is in doubt."""
-        ...
-
-    def list_paths(self, root: str) -> list[str]:
-        """Every secret path under `root`, leaving out rotate's pending and lease areas."""
         ...
 
     def read_record(self, path: str) -> tuple[dict[str, str], int] | None:
@@ -88,5 +45,62 @@ class SecretStore(Protocol):
         ...
 
     def close(self) -> None:
-        """Release connections."""
+        """Release what the control plane holds (and revoke a token the run created)."""
+        ...
+
+    # --- data plane (coroutines) ------------------------------------------------------------
+
+    async def pending(self) -> dict[str, PendingCandidate]:
+        """Every staged candidate, by secret path (one scan of the journal records)."""
+        ...
+
+    async def read_state(self, path: str, candidate: PendingCandidate | None = None) -> SecretState:
+        """Current version, rotation time and last failure of one secret, with its candidate
+        from `pending` unless that one turns out to be the current version already."""
+        ...
+
+    async def read_current(self, path: str) -> Credential | None:
+        """The current credential, or None when there is none."""
+        ...
+
+    async def stage(self, run_id: str, candidates: Mapping[str, PendingCandidate]) -> str:
+        """Store new candidates durably, in one journal record, before any target sees them;
+        PendingConflict if a path already has one. Returns the record's name."""
+        ...
+
+    async def promote(
+        self,
+        path: str,
+        credential: Credential,
+        expected_version: int | None,
+        rotated_at: RotationTime = VERSION_TIME,
+    ) -> int:
+        """Write the accepted credential as the new current version; return that version.
+
+        By default the version's creation is the rotation time; None records a password of
+        unknown age (adopted: the next run rotates it), a datetime an imported time."""
+        ...
+
+    async def discard(self, *paths: str) -> None:
+        """Drop these candidates now (their targets do not hold them)."""
+        ...
+
+    async def settle(self, name: str | None = None) -> None:
+        """Clear promoted and discarded candidates from journal record `name` (None: all)."""
+        ...
+
+    async def generate_password(self, policy: str) -> Secret:
+        """A password from the Vault password policy `policy`."""
+        ...
+
+    async def record_failure(self, path: str, run_id: str, at: datetime) -> None:
+        """Note in the secret's metadata that an attempt failed or is in doubt."""
+        ...
+
+    async def list_paths(self, root: str) -> list[str]:
+        """Every secret path under `root`, leaving out rotate's pending and lease areas."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the data plane's connections."""
         ...

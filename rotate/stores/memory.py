@@ -1,67 +1,44 @@
 """An in-memory SecretStore with KV v2 semantics, for unit tests of the pipeline.
 
-It keeps what VaultStore keeps (versions per path, candidates under the pending root,
-check-and-set, custom_metadata merged on promotion) and answers with the same errors, so the
-contract suite in tests/test_stores.py can hold both to one behaviour. Faults are injected
-with `fail_next`.
+The data plane is VaultStore's own (rotate/stores/kv.py) over a KV kept in a dict, so the
+two cannot drift apart; the contract suite in tests/test_stores.py holds both to one
+behaviour. Faults are injected per SecretStore method with `fail_next`.
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from rotate.errors import CasConflict, PendingConflict, StoreError
+from rotate.errors import CasConflict, StoreError
 from rotate.models import Credential, PendingCandidate, Secret, SecretState
 from rotate.settings import VaultSettings
-from rotate.stores.vault import (
-    META_LAST_FAILURE_AT,
-    META_RUN_ID,
-    cas_mismatch_message,
+from rotate.stores.kv import (
+    VERSION_TIME,
+    KVSecrets,
+    Metadata,
+    RotationTime,
+    Version,
     check_path,
-    credential_data,
     credential_from,
-    failure_metadata,
-    last_rotation,
-    parse_time,
-    pending_path_of,
-    rotation_metadata,
     utc_iso,
 )
 
 _T = TypeVar("_T")
-
-#: the SecretStore methods `fail_next` can make fail
-METHODS = frozenset(
-    {
-        "check",
-        "read_state",
-        "read_current",
-        "stage",
-        "promote",
-        "discard",
-        "read_field",
-        "read_record",
-        "write_record",
-        "delete_record",
-        "record_failure",
-        "list_paths",
-        "list_pending",
-        "generate_password",
-    }
-)
+_P = ParamSpec("_P")
 
 
 @dataclass
 class _Entry:
     """One KV v2 path: its versions (None once deleted) and its metadata."""
 
-    versions: list[dict[str, str] | None] = field(default_factory=list)
+    versions: list[dict[str, Any] | None] = field(default_factory=list)
     created: list[datetime] = field(default_factory=list)
     custom_metadata: dict[str, str] = field(default_factory=dict)
 
@@ -69,8 +46,84 @@ class _Entry:
     def current_version(self) -> int:
         return len(self.versions)
 
-    def latest(self) -> dict[str, str] | None:
+    def latest(self) -> dict[str, Any] | None:
         return self.versions[-1] if self.versions else None
+
+
+class MemoryKV:
+    """The KV protocol of rotate/stores/kv.py in a dict, guarded by one lock."""
+
+    def __init__(self, mount: str, clock: Callable[[], datetime]) -> None:
+        self._mount = mount
+        self._clock = clock
+        self.entries: dict[str, _Entry] = {}
+        self.lock = threading.RLock()
+        self.requests = 0
+
+    def where(self, path: str) -> str:
+        return f"{self._mount}/{path}"
+
+    async def metadata(self, path: str) -> Metadata | None:
+        with self.lock:
+            self.requests += 1
+            entry = self.entries.get(path)
+            if entry is None:
+                return None
+            created = utc_iso(entry.created[-1]) if entry.created else None
+            return Metadata(entry.current_version, created, dict(entry.custom_metadata))
+
+    async def read(self, path: str) -> Version | None:
+        with self.lock:
+            self.requests += 1
+            entry = self.entries.get(path)
+            data = entry.latest() if entry else None
+            if entry is None or data is None:
+                return None
+            return Version(dict(data), entry.current_version, utc_iso(entry.created[-1]))
+
+    async def write(
+        self, path: str, data: Mapping[str, Any], cas: int, secrets: tuple[str, ...] = ()
+    ) -> int:
+        with self.lock:
+            self.requests += 1
+            entry = self.entries.get(path)
+            if (entry.current_version if entry else 0) != cas:
+                raise CasConflict(f"{self.where(path)} changed")
+            return self.put(path, data)
+
+    async def patch_metadata(self, path: str, custom: Mapping[str, str | None]) -> None:
+        with self.lock:
+            self.requests += 1
+            meta = self.entries.setdefault(path, _Entry()).custom_metadata
+            for key, value in custom.items():
+                if value is None:
+                    meta.pop(key, None)
+                else:
+                    meta[key] = value
+
+    async def delete(self, path: str) -> None:
+        with self.lock:
+            self.requests += 1
+            self.entries.pop(path, None)
+
+    async def list(self, folder: str) -> list[str]:
+        with self.lock:
+            self.requests += 1
+            head = folder.strip("/") + "/"
+            keys = set()
+            for path in self.entries:  # metadata alone is listed too, as Vault does
+                if path.startswith(head):
+                    rest = path[len(head) :]
+                    keys.add(rest.split("/", 1)[0] + "/" if "/" in rest else rest)
+            return sorted(keys)
+
+    def put(self, path: str, data: Mapping[str, Any]) -> int:
+        """A new version, no check-and-set (the caller holds the lock, or is a test)."""
+        with self.lock:
+            entry = self.entries.setdefault(path, _Entry())
+            entry.versions.append(dict(data))
+            entry.created.append(self._clock())
+            return entry.current_version
 
 
 @dataclass
@@ -80,8 +133,28 @@ class _Fault:
     after: bool
 
 
-class MemoryStore:
-    """SecretStore in a dict, guarded by one lock; the same paths and errors as VaultStore."""
+def _faulty(
+    method: Callable[_P, Coroutine[Any, Any, _T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """The data-plane method, with the faults `fail_next` queued for it."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        store = args[0]
+        assert isinstance(store, MemoryStore)
+        fault = store._fault(method.__name__)
+        if fault is not None and not fault.after:
+            raise fault.error
+        result = await method(*args, **kwargs)
+        if fault is not None:
+            raise fault.error
+        return result
+
+    return wrapper
+
+
+class MemoryStore(KVSecrets):
+    """SecretStore in a dict; the same paths, journal and errors as VaultStore."""
 
     def __init__(
         self,
@@ -90,203 +163,119 @@ class MemoryStore:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         settings = settings or VaultSettings()
-        self._mount = settings.mount
-        self._root = settings.pending_root
-        self._lease_root = settings.lease_root
+        self._memory = MemoryKV(settings.mount, clock or (lambda: datetime.now(UTC)))
+        super().__init__(self._memory, settings.pending_root, settings.lease_root)
         self.password_policies: dict[str, int] = {}  # name -> length, for generate_password
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._entries: dict[str, _Entry] = {}
         self._faults: dict[str, list[_Fault]] = {}
         self._calls: Counter[str] = Counter()
-        self._lock = threading.RLock()
         self.closed = False
 
-    # --- SecretStore ------------------------------------------------------------------------
+    @property
+    def requests(self) -> int:
+        return self._memory.requests
 
-    def check(self) -> str:
-        """Always usable, unless a fault was injected; we are "memory"."""
-        return self._call("check", lambda: "memory")
+    # --- data plane, with faults ------------------------------------------------------------
 
-    def read_state(self, path: str, pending: bool = True) -> SecretState:
-        """Current version, last rotation and pending candidate (if any) of one secret;
-        `pending=False` skips the candidate (list_pending said there is none)."""
+    @_faulty
+    async def pending(self) -> dict[str, PendingCandidate]:
+        return await super().pending()
 
-        def run() -> SecretState:
-            check_path(path, self._root)
-            entry = self._entries.get(path)
-            version = entry.current_version if entry else 0
-            rotated_at: datetime | None = None
-            run_id: str | None = None
-            if entry and version:
-                rotated_at = last_rotation(entry.custom_metadata, utc_iso(entry.created[-1]))
-                run_id = entry.custom_metadata.get(META_RUN_ID) or None
-            failed = parse_time((entry.custom_metadata if entry else {}).get(META_LAST_FAILURE_AT))
-            candidate = self._pending(path) if pending else None
-            return SecretState(path, version or None, rotated_at, run_id, candidate, failed)
+    @_faulty
+    async def read_state(self, path: str, candidate: PendingCandidate | None = None) -> SecretState:
+        return await super().read_state(path, candidate)
 
-        return self._call("read_state", run)
+    @_faulty
+    async def read_current(self, path: str) -> Credential | None:
+        return await super().read_current(path)
 
-    def read_current(self, path: str) -> Credential | None:
-        """The current credential, or None when there is none (or it was deleted)."""
+    @_faulty
+    async def stage(self, run_id: str, candidates: Mapping[str, PendingCandidate]) -> str:
+        return await super().stage(run_id, candidates)
 
-        def run() -> Credential | None:
-            check_path(path, self._root)
-            entry = self._entries.get(path)
-            data = entry.latest() if entry else None
-            return credential_from(data, self._where(path)) if data is not None else None
-
-        return self._call("read_current", run)
-
-    def stage(self, path: str, credential: Credential, run_id: str) -> None:
-        """Create the pending candidate (check-and-set 0); PendingConflict if one is there."""
-
-        def run() -> None:
-            check_path(path, self._root)
-            pending = pending_path_of(path, self._root)
-            entry = self._entries.get(pending)
-            # As on Vault: only a readable candidate blocks; a deleted leftover is reused.
-            if entry is not None and entry.latest() is not None:
-                raise PendingConflict(
-                    f"a pending candidate already exists at {self._where(pending)}"
-                )
-            data = credential_data(credential)
-            data.update(run_id=run_id, staged_at=utc_iso(self._clock()))
-            self._write(pending, data)
-
-        self._call("stage", run)
-
-    def promote(
+    @_faulty
+    async def promote(
         self,
         path: str,
         credential: Credential,
         expected_version: int | None,
-        run_id: str,
-        rotated_at: datetime | None,
+        rotated_at: RotationTime = VERSION_TIME,
     ) -> int:
-        """Write the new current version (check-and-set), record the rotation, drop the
-        candidate; in that order, as VaultStore does."""
+        return await super().promote(path, credential, expected_version, rotated_at)
 
-        def run() -> int:
-            check_path(path, self._root)
-            entry = self._entries.get(path)
-            current = entry.current_version if entry else 0
-            if current == (expected_version or 0):
-                version = self._write(path, credential_data(credential))
-            else:
-                latest = entry.latest() if entry else None
-                # A retry after a lost response finds its own write: that is success.
-                if (
-                    latest is None
-                    or current <= (expected_version or 0)
-                    or (credential_from(latest, self._where(path)) != credential)
-                ):
-                    raise StoreError(cas_mismatch_message(self._where(path), expected_version))
-                version = current
-            meta = self._entries[path].custom_metadata
-            for key, value in rotation_metadata(run_id, rotated_at).items():
-                if value is None:
-                    meta.pop(key, None)
-                else:
-                    meta[key] = value
-            self._entries.pop(pending_path_of(path, self._root), None)
-            return version
+    @_faulty
+    async def discard(self, *paths: str) -> None:
+        await super().discard(*paths)
 
-        return self._call("promote", run)
+    @_faulty
+    async def settle(self, name: str | None = None) -> None:
+        await super().settle(name)
 
-    def discard(self, path: str) -> None:
-        """Delete the pending candidate with all its versions; a no-op when there is none."""
+    @_faulty
+    async def record_failure(self, path: str, run_id: str, at: datetime) -> None:
+        await super().record_failure(path, run_id, at)
 
-        def run() -> None:
-            check_path(path, self._root)
-            self._entries.pop(pending_path_of(path, self._root), None)
+    @_faulty
+    async def list_paths(self, root: str) -> list[str]:
+        return await super().list_paths(root)
 
-        self._call("discard", run)
+    @_faulty
+    async def generate_password(self, policy: str) -> Secret:
+        """A password of the length registered for `policy` in `password_policies`."""
+        if policy not in self.password_policies:
+            raise StoreError(f"Vault has no password policy {policy!r}")
+        return Secret(secrets.token_urlsafe(64)[: self.password_policies[policy]])
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    # --- control plane ----------------------------------------------------------------------
+
+    def check(self) -> str:
+        """Always usable, unless a fault was injected; we are "memory"."""
+        return self._sync("check", lambda: "memory")
 
     def read_field(self, path: str, key: str) -> str:
         """One string field of the current version; StoreError if it is missing."""
 
         def run() -> str:
             check_path(path, self._root)
-            entry = self._entries.get(path)
+            entry = self._memory.entries.get(path)
             data = entry.latest() if entry else None
-            where = self._where(path)
+            where = self._memory.where(path)
             if data is None:
                 raise StoreError(f"no secret at {where}")
             if key not in data:
                 raise StoreError(f"secret {where} has no field {key!r}")
-            return data[key]
+            return str(data[key])
 
-        return self._call("read_field", run)
-
-    def generate_password(self, policy: str) -> Secret:
-        """A password of the length registered for `policy` in `password_policies`."""
-
-        def run() -> Secret:
-            if policy not in self.password_policies:
-                raise StoreError(f"Vault has no password policy {policy!r}")
-            return Secret(secrets.token_urlsafe(64)[: self.password_policies[policy]])
-
-        return self._call("generate_password", run)
-
-    def record_failure(self, path: str, run_id: str, at: datetime) -> None:
-        """Note a failed or in-doubt attempt in custom_metadata (for the compliance report)."""
-
-        def run() -> None:
-            check_path(path, self._root)
-            entry = self._entries.setdefault(path, _Entry())
-            entry.custom_metadata.update(
-                {k: v for k, v in failure_metadata(run_id, at).items() if v is not None}
-            )
-
-        self._call("record_failure", run)
-
-    def list_pending(self) -> set[str]:
-        """The secret paths that have a staged candidate."""
-
-        def run() -> set[str]:
-            head = self._root + "/"
-            return {p[len(head) :] for p in self._entries if p.startswith(head)}
-
-        return self._call("list_pending", run)
-
-    def list_paths(self, root: str) -> list[str]:
-        """Every secret path under `root` with a version, leaving out rotate's own areas."""
-
-        def run() -> list[str]:
-            prefix = root.strip("/") + "/"
-            own = (self._root + "/", self._lease_root + "/")
-            return sorted(
-                p
-                for p, e in self._entries.items()
-                if p.startswith(prefix) and not p.startswith(own) and e.versions
-            )
-
-        return self._call("list_paths", run)
+        return self._sync("read_field", run)
 
     def read_record(self, path: str) -> tuple[dict[str, str], int] | None:
         """A record's data and version, or None when there is none."""
 
         def run() -> tuple[dict[str, str], int] | None:
-            entry = self._entries.get(path)
+            entry = self._memory.entries.get(path)
             data = entry.latest() if entry else None
-            return (dict(data), entry.current_version) if entry and data is not None else None
+            if entry is None or data is None:
+                return None
+            return {str(k): str(v) for k, v in data.items()}, entry.current_version
 
-        return self._call("read_record", run)
+        return self._sync("read_record", run)
 
     def write_record(self, path: str, data: Mapping[str, str], cas: int) -> int:
         """Write with check-and-set `cas` (0: create only); CasConflict when it moved."""
 
         def run() -> int:
-            entry = self._entries.get(path)
+            entry = self._memory.entries.get(path)
             if (entry.current_version if entry else 0) != cas:
-                raise CasConflict(f"{self._where(path)} changed (expected version {cas})")
-            return self._write(path, dict(data))
+                raise CasConflict(f"{self._memory.where(path)} changed (expected version {cas})")
+            return self._memory.put(path, dict(data))
 
-        return self._call("write_record", run)
+        return self._sync("write_record", run)
 
     def delete_record(self, path: str) -> None:
         """Delete a record with all its versions; a no-op when there is none."""
-        self._call("delete_record", lambda: self._entries.pop(path, None))
+        self._sync("delete_record", lambda: self._memory.entries.pop(path, None))
 
     def close(self) -> None:
         """Nothing to release; remembered so a test can check it was called."""
@@ -301,49 +290,60 @@ class MemoryStore:
         custom_metadata: Mapping[str, str] | None = None,
     ) -> int:
         """Write a version as a person or another tool would (no check-and-set)."""
-        with self._lock:
-            version = self._write(path, dict(data))
+        with self._memory.lock:
+            version = self._memory.put(path, dict(data))
             if custom_metadata:
-                self._entries[path].custom_metadata.update(custom_metadata)
+                self._memory.entries[path].custom_metadata.update(custom_metadata)
             return version
 
     def delete_latest(self, path: str) -> None:
         """Soft-delete the latest version, like `bao kv delete` (metadata stays)."""
-        with self._lock:
-            entry = self._entries.get(path)
+        with self._memory.lock:
+            entry = self._memory.entries.get(path)
             if entry and entry.versions:
                 entry.versions[-1] = None
 
     def versions(self, path: str) -> list[Credential]:
         """Every version of the current secret at `path`, oldest first (deleted ones skipped)."""
-        with self._lock:
-            entry = self._entries.get(path)
-            where = self._where(path)
+        with self._memory.lock:
+            entry = self._memory.entries.get(path)
+            where = self._memory.where(path)
             return [credential_from(v, where) for v in (entry.versions if entry else []) if v]
 
-    def version_data(self, path: str, version: int) -> dict[str, str] | None:
+    def version_data(self, path: str, version: int) -> dict[str, Any] | None:
         """The raw fields of one version (1-based) of any path, or None."""
-        with self._lock:
-            entry = self._entries.get(path)
+        with self._memory.lock:
+            entry = self._memory.entries.get(path)
             if entry is None or not 1 <= version <= entry.current_version:
                 return None
             data = entry.versions[version - 1]
             return dict(data) if data is not None else None
 
+    def candidates(self) -> dict[str, Credential]:
+        """Every candidate listed in a journal record, by secret path (read directly)."""
+        head = self._root + "/"
+        found: dict[str, Credential] = {}
+        with self._memory.lock:
+            for name, entry in self._memory.entries.items():
+                data = entry.latest() if name.startswith(head) else None
+                for path, fields in ((data or {}).get("candidates") or {}).items():
+                    found[path] = credential_from(fields, self._memory.where(name))
+        return found
+
     def pending_paths(self) -> list[str]:
-        """The secret paths (not the pending paths) that have a readable candidate."""
-        prefix = self._root + "/"
-        with self._lock:
-            return sorted(
-                p.removeprefix(prefix)
-                for p, e in self._entries.items()
-                if p.startswith(prefix) and e.latest() is not None
-            )
+        """The secret paths that have a candidate in a journal record."""
+        return sorted(self.candidates())
+
+    def journal_records(self) -> list[str]:
+        """The journal records there are (their paths)."""
+        head = self._root + "/"
+        with self._memory.lock:
+            return sorted(p for p, e in self._memory.entries.items() if p.startswith(head))
 
     def metadata(self, path: str) -> dict[str, str]:
         """A copy of the custom_metadata of `path` (empty when there is none)."""
-        with self._lock:
-            entry = self._entries.get(path)
+        with self._memory.lock:
+            entry = self._memory.entries.get(path)
             return dict(entry.custom_metadata) if entry else {}
 
     def fail_next(
@@ -364,54 +364,57 @@ class MemoryStore:
         if times < 1:
             raise ValueError("times must be at least 1")
         fault = _Fault(times, error or StoreError(f"injected failure in {method}"), after)
-        with self._lock:
+        with self._memory.lock:
             self._faults.setdefault(method, []).append(fault)
 
     def calls(self, method: str) -> int:
         """How many times `method` was called (failed calls included)."""
-        with self._lock:
+        with self._memory.lock:
             return self._calls[method]
 
     # --- internals --------------------------------------------------------------------------
 
-    def _call(self, method: str, run: Callable[[], _T]) -> _T:
-        with self._lock:
+    def _fault(self, method: str) -> _Fault | None:
+        """Count a call of `method` and take the fault queued for it, if any."""
+        with self._memory.lock:
             self._calls[method] += 1
-            fault = self._take_fault(method)
-            if fault is not None and not fault.after:
-                raise fault.error
+            queue = self._faults.get(method)
+            if not queue:
+                return None
+            fault = queue[0]
+            fault.times -= 1
+            if fault.times == 0:
+                queue.pop(0)
+            return fault
+
+    def _sync(self, method: str, run: Callable[[], _T]) -> _T:
+        fault = self._fault(method)
+        if fault is not None and not fault.after:
+            raise fault.error
+        with self._memory.lock:
             result = run()
-            if fault is not None:
-                raise fault.error
-            return result
+        if fault is not None:
+            raise fault.error
+        return result
 
-    def _take_fault(self, method: str) -> _Fault | None:
-        queue = self._faults.get(method)
-        if not queue:
-            return None
-        fault = queue[0]
-        fault.times -= 1
-        if fault.times == 0:
-            queue.pop(0)
-        return fault
 
-    def _write(self, path: str, data: dict[str, str]) -> int:
-        entry = self._entries.setdefault(path, _Entry())
-        entry.versions.append(dict(data))
-        entry.created.append(self._clock())
-        return entry.current_version
-
-    def _pending(self, path: str) -> PendingCandidate | None:
-        pending = pending_path_of(path, self._root)
-        entry = self._entries.get(pending)
-        data = entry.latest() if entry else None
-        if entry is None or data is None:
-            return None
-        return PendingCandidate(
-            credential=credential_from(data, self._where(pending)),
-            run_id=data.get("run_id", ""),
-            staged_at=parse_time(data.get("staged_at")) or entry.created[-1],
-        )
-
-    def _where(self, path: str) -> str:
-        return f"{self._mount}/{path}"
+#: the SecretStore methods `fail_next` can make fail
+METHODS = frozenset(
+    {
+        "check",
+        "pending",
+        "read_state",
+        "read_current",
+        "stage",
+        "promote",
+        "discard",
+        "settle",
+        "read_field",
+        "read_record",
+        "write_record",
+        "delete_record",
+        "record_failure",
+        "list_paths",
+        "generate_password",
+    }
+)

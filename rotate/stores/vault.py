@@ -1,4 +1,9 @@
-"""The SecretStore on HashiCorp Vault / OpenBao KV v2, through hvac, one client per thread.
+"""The SecretStore on HashiCorp Vault / OpenBao KV v2.
+
+The data plane (reading state, staging, promoting: rotate/stores/kv.py) runs on async HTTP
+(rotate/stores/kvhttp.py), where the CPU per request decides how fast a run goes. The
+control plane stays on hvac, one client per thread: health and mount checks, login and token
+renewal, the capability preflight, gateway passwords and the run lease.
 
 Error translation happens here, at the edge: hvac and requests exceptions become StoreError
 (or StoreUnavailable from `check`) with a message built from the path and Vault's short error
@@ -18,7 +23,6 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, cast
 
@@ -26,26 +30,20 @@ import hvac
 import hvac.exceptions as hvac_errors
 import requests
 from hvac.utils import format_url
+from requests import Response
 from requests.adapters import HTTPAdapter
 
-from rotate.errors import CasConflict, PendingConflict, StoreError, StoreUnavailable
-from rotate.models import Credential, PendingCandidate, Secret, SecretState
+from rotate.errors import CasConflict, StoreError, StoreUnavailable
+from rotate.models import Secret
 from rotate.settings import VaultSettings
+from rotate.stores.kv import KVSecrets, check_path
+from rotate.stores.kvhttp import HttpKV
 from rotate.vaultauth import TokenKeeper
 
 log = logging.getLogger(__name__)
 
 #: builds the hvac client of one thread; the default follows the VaultSettings
 ClientFactory = Callable[[], hvac.Client]
-
-#: custom_metadata keys rotate writes on each promotion (user keys are left alone)
-META_ROTATED_AT = "rotated_at"
-META_RUN_ID = "run_id"
-META_ROTATED_BY = "rotated_by"
-META_ADOPTED_AT = "adopted_at"
-META_LAST_FAILURE_AT = "last_failure_at"
-META_LAST_FAILURE_RUN = "last_failure_run"
-ROTATED_BY = "rotate"
 
 _MAX_DETAIL = 200
 _HTTP_STATUS = {
@@ -61,103 +59,12 @@ _HTTP_STATUS = {
 }
 
 
-# --- helpers shared with the in-memory store ----------------------------------------------
-
-
-def check_path(path: str, pending_root: str) -> None:
-    """Refuse a malformed path, or one inside the pending area (it would mix the two)."""
-    if not path or path != path.strip("/") or any(s in ("", ".", "..") for s in path.split("/")):
-        raise StoreError(f"invalid secret path {path!r}: empty, '/' at an end, '//', '.' or '..'")
-    if path == pending_root or path.startswith(pending_root + "/"):
-        raise StoreError(f"secret path {path!r} lies inside the pending area {pending_root!r}")
-
-
-def pending_path_of(path: str, pending_root: str) -> str:
-    """Where the candidate of `path` is staged, relative to the mount."""
-    return f"{pending_root}/{path}"
-
-
-def credential_data(credential: Credential) -> dict[str, str]:
-    """The fields a secret holds: username, password and, when there is one, domain."""
-    data = {"username": credential.username, "password": credential.password.reveal()}
-    if credential.domain:
-        data["domain"] = credential.domain
-    return data
-
-
-def credential_from(data: Mapping[str, Any], where: str) -> Credential:
-    """Read a credential back from secret data; StoreError when it is not one."""
-    username, password = data.get("username"), data.get("password")
-    if not isinstance(username, str) or not isinstance(password, str):
-        raise StoreError(f"secret {where} lacks a string 'username' or 'password'")
-    domain = data.get("domain")
-    return Credential(
-        username, Secret(password), domain if isinstance(domain, str) and domain else None
-    )
-
-
-def utc_iso(moment: datetime) -> str:
-    """ISO-8601 in UTC; a naive datetime is taken as UTC already."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat()
-
-
-def parse_time(value: object) -> datetime | None:
-    """An aware datetime from Vault's (nanosecond) timestamps or our ISO strings, else None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def rotation_metadata(run_id: str, rotated_at: datetime | None) -> dict[str, str | None]:
-    """The custom_metadata rotate sets on each promotion.
-
-    `rotated_at` None marks a password of unknown age (adopted from a target by reconcile):
-    `rotated_at` is removed (None deletes a key in a JSON merge patch) and `adopted_at` set,
-    so the planner sees the secret as never rotated and the next run rotates it.
-    """
-    if rotated_at is None:
-        return {
-            META_ROTATED_AT: None,
-            META_ADOPTED_AT: utc_iso(datetime.now(UTC)),
-            META_RUN_ID: run_id,
-            META_ROTATED_BY: ROTATED_BY,
-        }
-    return {META_ROTATED_AT: utc_iso(rotated_at), META_RUN_ID: run_id, META_ROTATED_BY: ROTATED_BY}
-
-
-def failure_metadata(run_id: str, at: datetime) -> dict[str, str | None]:
-    """The custom_metadata a failed or in-doubt attempt leaves (no error text: no secret)."""
-    return {META_LAST_FAILURE_AT: utc_iso(at), META_LAST_FAILURE_RUN: run_id}
-
-
-def last_rotation(custom: Mapping[str, Any], created: object) -> datetime | None:
-    """When the password was last set: our record, else the version's creation time, else
-    None for an adopted password of unknown age."""
-    recorded = parse_time(custom.get(META_ROTATED_AT))
-    if recorded is not None:
-        return recorded
-    if custom.get(META_ADOPTED_AT):
-        return None
-    return parse_time(created)
-
-
-def cas_mismatch_message(where: str, expected_version: int | None) -> str:
-    """The message of a promotion whose check-and-set failed."""
-    expected = expected_version if expected_version else "no current version"
-    return f"current version of {where} changed during the rotation (expected {expected})"
-
-
 # --- the store ----------------------------------------------------------------------------
 
 
-class VaultStore:
-    """SecretStore on a KV v2 mount. Safe to call from many threads at once."""
+class VaultStore(KVSecrets):
+    """SecretStore on a KV v2 mount: the data plane (rotate/stores/kv.py) over async HTTP,
+    the control plane over hvac, one client per thread."""
 
     def __init__(
         self, settings: VaultSettings, *, client_factory: ClientFactory | None = None
@@ -172,10 +79,17 @@ class VaultStore:
         self._clients: list[hvac.Client] = []
         self._lock = threading.Lock()
         self._closed = False
-        self.requests = 0  # round trips to Vault so far
+        self._hvac_requests = 0
         self._keeper = TokenKeeper(
             settings, lambda: self._factory(), self._set_token, self._describe
         )
+        self._kv = HttpKV(settings, lambda: self._keeper.token, self._keeper.masked)
+        super().__init__(self._kv, settings.pending_root, settings.lease_root)
+
+    @property
+    def requests(self) -> int:
+        """Round trips to Vault so far, both planes."""
+        return self._hvac_requests + self._kv.requests
 
     # --- SecretStore ------------------------------------------------------------------------
 
@@ -322,7 +236,6 @@ class VaultStore:
         m = self._mount
         needs: list[_Need] = []
         for path in samples.values():
-            pending = pending_path_of(path, self._root)
             needs += [
                 _Need(f"{m}/data/{path}", ("read", "create", "update"), "the current password"),
                 _Need(
@@ -330,143 +243,32 @@ class VaultStore:
                     ("read", "patch|update"),
                     "its versions and custom_metadata",
                 ),
-                _Need(f"{m}/data/{pending}", ("read", "create", "update"), "its pending candidate"),
-                _Need(
-                    f"{m}/metadata/{pending}",
-                    ("read", "delete"),
-                    "dropping the candidate once promoted or discarded",
-                ),
             ]
         if needs:
-            needs.append(
+            journal = f"{self._root}/{_PREFLIGHT_JOURNAL}"
+            needs += [
+                _Need(
+                    f"{m}/data/{journal}",
+                    ("read", "create", "update"),
+                    "staging candidates in journal records",
+                ),
+                _Need(
+                    f"{m}/metadata/{journal}",
+                    ("delete",),
+                    "dropping a journal record once its candidates are settled",
+                ),
                 _Need(
                     f"{m}/metadata/{self._root}/",
                     ("list",),
-                    "finding unfinished rotations in one request",
-                    required=False,
-                )
-            )
+                    "finding unfinished rotations",
+                ),
+            ]
         if lease:
             needs += [
                 _Need(f"{m}/data/{lease}", ("read", "create", "update"), "the run lease"),
                 _Need(f"{m}/metadata/{lease}", ("delete",), "releasing the run lease"),
             ]
         return needs
-
-    def read_state(self, path: str, pending: bool = True) -> SecretState:
-        """Current version, last rotation and pending candidate (if any) of one secret;
-        `pending=False` skips the candidate's read (list_pending said there is none)."""
-        check_path(path, self._root)
-        client = self._client()
-        with self._translate(self._where(path)):
-            meta = self._read_metadata(client, path)
-        version = int(meta.get("current_version") or 0) if meta else 0
-        rotated_at: datetime | None = None
-        run_id: str | None = None
-        custom = (meta.get("custom_metadata") if meta else None) or {}
-        if meta and version:
-            versions = meta.get("versions") or {}
-            created = (versions.get(str(version)) or {}).get("created_time")
-            rotated_at = last_rotation(custom, created)
-            run_id = custom.get(META_RUN_ID) or None
-        return SecretState(
-            path=path,
-            current_version=version or None,
-            rotated_at=rotated_at,
-            last_run_id=run_id,
-            pending=self._read_pending(client, path) if pending else None,
-            last_failure_at=parse_time(custom.get(META_LAST_FAILURE_AT)),
-        )
-
-    def read_current(self, path: str) -> Credential | None:
-        """The current credential, or None when there is none (or it was deleted)."""
-        check_path(path, self._root)
-        where = self._where(path)
-        with self._translate(where):
-            response = self._read_latest(self._client(), path)
-        return credential_from(response["data"]["data"], where) if response else None
-
-    def stage(self, path: str, credential: Credential, run_id: str) -> None:
-        """Create the pending candidate (check-and-set 0); PendingConflict if one is there."""
-        check_path(path, self._root)
-        pending = pending_path_of(path, self._root)
-        where = self._where(pending)
-        data = credential_data(credential)
-        data.update(run_id=run_id, staged_at=utc_iso(datetime.now(UTC)))
-        client = self._client()
-        kv = client.secrets.kv.v2
-        with self._translate(where, credential.password.reveal()):
-            try:
-                kv.create_or_update_secret(pending, data, cas=0, mount_point=self._mount)
-                return
-            except hvac_errors.InvalidRequest as exc:
-                if not _is_cas_mismatch(exc):
-                    raise
-            # Metadata exists. Only a readable version is a candidate that may have reached a
-            # target; a soft-deleted leftover (someone ran `kv delete`) may be written over.
-            if self._read_pending(client, path) is not None:
-                raise PendingConflict(f"a pending candidate already exists at {where}")
-            meta = self._read_metadata(client, pending) or {}
-            try:
-                kv.create_or_update_secret(
-                    pending,
-                    data,
-                    cas=int(meta.get("current_version") or 0),
-                    mount_point=self._mount,
-                )
-            except hvac_errors.InvalidRequest as exc:
-                if not _is_cas_mismatch(exc):
-                    raise
-                raise PendingConflict(f"a pending candidate already exists at {where}") from None
-
-    def promote(
-        self,
-        path: str,
-        credential: Credential,
-        expected_version: int | None,
-        run_id: str,
-        rotated_at: datetime | None,
-    ) -> int:
-        """Write the new current version (check-and-set), record the rotation, drop the
-        candidate: three round trips, in that order, so a crash never loses the password."""
-        check_path(path, self._root)
-        where = self._where(path)
-        client = self._client()
-        kv = client.secrets.kv.v2
-        with self._translate(where, credential.password.reveal()):
-            try:
-                written = kv.create_or_update_secret(
-                    path,
-                    credential_data(credential),
-                    cas=expected_version or 0,
-                    mount_point=self._mount,
-                )
-                version = int(written["data"]["version"])
-            except hvac_errors.InvalidRequest as exc:
-                if not _is_cas_mismatch(exc):
-                    raise
-                # A retry after a lost response finds its own write: that is success.
-                done = self._already_written(client, path, credential, expected_version)
-                if done is None:
-                    raise StoreError(cas_mismatch_message(where, expected_version)) from None
-                version = done
-        with self._translate(f"{where} (metadata)"):
-            self._record_rotation(client, path, rotation_metadata(run_id, rotated_at))
-        # Only now, with the password durable as the current version, may the candidate go.
-        pending = pending_path_of(path, self._root)
-        with self._translate(self._where(pending)):
-            kv.delete_metadata_and_all_versions(pending, mount_point=self._mount)
-        return version
-
-    def discard(self, path: str) -> None:
-        """Delete the pending candidate with all its versions; a no-op when there is none."""
-        check_path(path, self._root)
-        pending = pending_path_of(path, self._root)
-        with self._translate(self._where(pending)):
-            # Vault answers 204 for an absent path too, which makes this idempotent.
-            self._client().secrets.kv.v2.delete_metadata_and_all_versions(
-                pending, mount_point=self._mount
-            )
 
     def read_field(self, path: str, key: str) -> str:
         """One string field of the current version; StoreError if it is missing."""
@@ -483,56 +285,18 @@ class VaultStore:
             raise StoreError(f"field {key!r} of secret {where} is not a string")
         return value
 
-    def generate_password(self, policy: str) -> Secret:
+    async def generate_password(self, policy: str) -> Secret:
         """A password from Vault's password policy `policy` (sys/policies/password)."""
-        url = format_url("/v1/sys/policies/password/{name}/generate", name=policy)
+        url = format_url("sys/policies/password/{name}/generate", name=policy)
         where = f"password policy {policy!r}"
-        with self._translate(where):
-            try:
-                answer = self._client().adapter.get(url)
-            except hvac_errors.InvalidPath:
-                raise StoreError(f"Vault has no {where}") from None
-        data = answer.get("data") if isinstance(answer, dict) else None
+        answer = await self._kv.sys("GET", url, where)
+        if answer is None:
+            raise StoreError(f"Vault has no {where}")
+        data = answer.get("data")
         value = data.get("password") if isinstance(data, dict) else None
         if not isinstance(value, str) or not value:
             raise StoreError(f"Vault's {where} answered without a password")
         return Secret(value)
-
-    def record_failure(self, path: str, run_id: str, at: datetime) -> None:
-        """Note a failed or in-doubt attempt in custom_metadata (for the compliance report)."""
-        check_path(path, self._root)
-        client = self._client()
-        with self._translate(f"{self._where(path)} (metadata)"):
-            self._record_rotation(client, path, failure_metadata(run_id, at))
-
-    def list_paths(self, root: str) -> list[str]:
-        """Every secret path under `root` (recursive LIST), leaving out rotate's own areas."""
-        skip = {self._root + "/", self._settings.lease_root + "/"}
-        return sorted(self._walk(root.strip("/") + "/", skip))
-
-    def list_pending(self) -> set[str]:
-        """The secret paths that have a staged candidate: one LIST when nothing is pending."""
-        head = self._root + "/"
-        return {path[len(head) :] for path in self._walk(head, set())}
-
-    def _walk(self, top: str, skip: set[str]) -> Iterator[str]:
-        """Recursive LIST of the metadata tree under the folder `top` (ends with '/')."""
-        client = self._client()
-        folders = [top]
-        while folders:
-            folder = folders.pop()
-            with self._translate(self._where(folder)):
-                try:
-                    answer = client.secrets.kv.v2.list_secrets(folder, mount_point=self._mount)
-                    keys = answer["data"]["keys"]
-                except hvac_errors.InvalidPath:
-                    keys = []  # an empty folder (or none at all)
-            for key in keys:
-                path = folder + key
-                if not key.endswith("/"):
-                    yield path
-                elif path not in skip:
-                    folders.append(path)
 
     # --- bookkeeping records (leases): plain string maps, never secrets ----------------------
 
@@ -568,6 +332,10 @@ class VaultStore:
             self._client().secrets.kv.v2.delete_metadata_and_all_versions(
                 path, mount_point=self._mount
             )
+
+    async def aclose(self) -> None:
+        """Close the data plane's connections (those of the running event loop)."""
+        await self._kv.aclose()
 
     def close(self) -> None:
         """Stop renewing the token and revoke it if this run logged in for it (never a token
@@ -608,10 +376,10 @@ class VaultStore:
             self._local.client = client
         return client
 
-    def _count(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+    def _count(self, response: Response, *args: object, **kwargs: object) -> None:
         """A response hook: how many round trips a run made (for the run record's stats)."""
         with self._lock:
-            self.requests += 1
+            self._hvac_requests += 1
 
     def _new_client(self) -> hvac.Client:
         s = self._settings
@@ -668,16 +436,6 @@ class VaultStore:
         if any("no handler for route" in str(e) for e in exc.errors or ()):
             raise StoreError(f"no secrets engine is mounted at {self._mount}/") from None
 
-    def _read_metadata(self, client: hvac.Client, path: str) -> dict[str, Any] | None:
-        try:
-            meta: dict[str, Any] = client.secrets.kv.v2.read_secret_metadata(
-                path, mount_point=self._mount
-            )["data"]
-        except hvac_errors.InvalidPath as exc:
-            self._missing(exc)
-            return None
-        return meta
-
     def _read_latest(self, client: hvac.Client, path: str) -> dict[str, Any] | None:
         try:
             response: dict[str, Any] = client.secrets.kv.v2.read_secret_version(
@@ -687,63 +445,6 @@ class VaultStore:
             self._missing(exc)
             return None
         return response
-
-    def _read_pending(self, client: hvac.Client, path: str) -> PendingCandidate | None:
-        pending = pending_path_of(path, self._root)
-        where = self._where(pending)
-        with self._translate(where):
-            response = self._read_latest(client, pending)
-        if response is None:
-            return None
-        data = response["data"]["data"] or {}
-        created = (response["data"].get("metadata") or {}).get("created_time")
-        staged_at = parse_time(data.get("staged_at")) or parse_time(created) or datetime.now(UTC)
-        return PendingCandidate(
-            credential=credential_from(data, where),
-            run_id=str(data.get("run_id") or ""),
-            staged_at=staged_at,
-        )
-
-    def _already_written(
-        self, client: hvac.Client, path: str, credential: Credential, expected: int | None
-    ) -> int | None:
-        """The version holding exactly `credential` written after `expected`, if any."""
-        response = self._read_latest(client, path)
-        if response is None:
-            return None
-        version = int(response["data"]["metadata"]["version"])
-        if version <= (expected or 0):
-            return None
-        try:
-            current = credential_from(response["data"]["data"] or {}, self._where(path))
-        except StoreError:
-            return None
-        return version if current == credential else None
-
-    def _record_rotation(self, client: hvac.Client, path: str, ours: dict[str, str | None]) -> None:
-        """Merge our keys into custom_metadata, keeping whatever keys users have set.
-
-        One PATCH (JSON merge patch, Vault >= 1.10 and OpenBao) merges server-side in one
-        round trip with no lost-update window. A token without the `patch` capability, or a
-        server without PATCH, gets read-modify-write instead, as Vault's own CLI does.
-        """
-        url = format_url("/v1/{mount}/metadata/{path}", mount=self._mount, path=path)
-        try:
-            client.adapter.request(
-                "PATCH",
-                url,
-                json={"custom_metadata": ours},
-                headers={"Content-Type": "application/merge-patch+json"},
-            )
-            return
-        except (hvac_errors.Forbidden, hvac_errors.UnexpectedError, hvac_errors.InvalidPath):
-            pass  # no patch right, no PATCH, or no metadata yet (a failure before any rotation)
-        meta = self._read_metadata(client, path) or {}
-        merged = dict(meta.get("custom_metadata") or {})
-        merged.update(ours)
-        merged = {k: v for k, v in merged.items() if v is not None}
-        # A raw POST: hvac's update_metadata would also reset delete_version_after.
-        client.adapter.post(url, json={"custom_metadata": merged})
 
     def _check_mount(self, client: hvac.Client) -> None:
         """Refuse a KV version 1 mount, where `data/...` paths would silently be plain keys."""
@@ -810,6 +511,8 @@ class VaultStore:
 
 #: secret paths the preflight samples: one per top-level folder (say <prefix>/<endpoint>)
 _PREFLIGHT_SAMPLES = 32
+#: a journal record name the preflight asks about (records are `<run id>-<n>`)
+_PREFLIGHT_JOURNAL = "preflight-00001"
 
 
 @dataclass(frozen=True)

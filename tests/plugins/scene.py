@@ -4,6 +4,7 @@ hold, whether anyone is locked out, and whether a secret reached any output."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -70,16 +71,60 @@ class World:
 
     def current(self, row: Row) -> str | None:
         """Vault's current password of a row."""
-        credential = self.store.read_current(row.vault_path)
+        credential = sync(self.store).read_current(row.vault_path)
         return credential.password.reveal() if credential is not None else None
 
     def pending(self, row: Row) -> str | None:
-        """The pending candidate of a row, if any."""
-        candidate = self.store.read_state(row.vault_path).pending
-        return candidate.credential.password.reveal() if candidate is not None else None
+        """The candidate a journal record holds for a row (even one promoted already)."""
+        candidate = journal_candidates(self.client, self.settings.vault).get(row.vault_path)
+        return candidate.reveal() if candidate is not None else None
 
     def version(self, row: Row) -> int | None:
-        return self.store.read_state(row.vault_path).current_version
+        return sync(self.store).read_state(row.vault_path).current_version
+
+
+class _Sync:
+    """A store's coroutines called from plain code: each in its own event loop."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._store, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            async def once() -> Any:
+                try:
+                    return await method(*args, **kwargs)
+                finally:
+                    await self._store.aclose()
+
+            return asyncio.run(once())
+
+        return call
+
+
+def sync(store: Any) -> Any:
+    """`sync(store).read_current(path)`: a data-plane call from a synchronous test."""
+    return _Sync(store)
+
+
+def journal_candidates(client: hvac.Client, vault: VaultSettings) -> dict[str, Secret]:
+    """Every candidate listed in a journal record, read as root behind rotate's back."""
+    try:
+        names = client.secrets.kv.v2.list_secrets(path=vault.pending_root, mount_point=DEV_MOUNT)
+    except hvac.exceptions.InvalidPath:
+        return {}
+    found: dict[str, Secret] = {}
+    for name in names["data"]["keys"]:
+        record = client.secrets.kv.v2.read_secret_version(
+            path=f"{vault.pending_root}/{name}",
+            mount_point=DEV_MOUNT,
+            raise_on_deleted_version=False,
+        )
+        for path, entry in ((record["data"]["data"] or {}).get("candidates") or {}).items():
+            found[path] = Secret(entry["password"])
+    return found
 
 
 def write_config(
@@ -200,14 +245,17 @@ def cli(world: World, *args: str, config: Path | None = None) -> int:
 
 def snapshot(world: World, client: hvac.Client) -> dict[str, Any]:
     """Everything a run could change: Vault's secrets (current and pending) and target state."""
-    vault = {}
+    vault: dict[str, Any] = {}
     for row in world.rows:
-        for path in (row.vault_path, f"{world.settings.vault.pending_root}/{row.vault_path}"):
-            try:
-                meta = client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=DEV_MOUNT)
-                vault[path] = meta["data"]["current_version"], meta["data"]["updated_time"]
-            except hvac.exceptions.InvalidPath:
-                vault[path] = None
+        try:
+            meta = client.secrets.kv.v2.read_secret_metadata(
+                path=row.vault_path, mount_point=DEV_MOUNT
+            )
+            vault[row.vault_path] = meta["data"]["current_version"], meta["data"]["updated_time"]
+        except hvac.exceptions.InvalidPath:
+            vault[row.vault_path] = None
+    pending = journal_candidates(client, world.settings.vault)
+    vault["journal"] = sorted((p, c.reveal()) for p, c in pending.items())
     targets = {row.label: sim_password(world.states[row.endpoint], row) for row in world.rows}
     return {"vault": vault, "targets": targets}
 
