@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -289,6 +290,56 @@ def measure(
         max_rss_mb=usage.ru_maxrss * 1024 / 1e6,  # Linux reports KiB
         log=log,
     )
+
+
+def where_cpu_goes(samples: Path, top: int = 25) -> str:
+    """py-spy's collapsed stacks summarised: the share of samples by library (where the
+    innermost frame is) and the functions with the most samples, self and inclusive."""
+    by_library: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in samples.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [f for f in stack.split(";") if f]
+        leaf = frames[-1] if frames else "?"
+        by_library[_library(leaf)] += n
+        own[_function(leaf)] += n
+        for name in {_function(f) for f in frames}:
+            inclusive[name] += n
+    if not total:
+        return "no samples\n"
+
+    def table(title: str, counts: Counter[str], limit: int) -> list[str]:
+        rows = [f"{title}:"]
+        rows += [f"  {100 * n / total:5.1f} %  {name}" for name, n in counts.most_common(limit)]
+        return rows
+
+    out = [f"{total} samples"]
+    out += table("by library (innermost frame)", by_library, 15)
+    out += table("functions, self", own, top)
+    out += table("functions, inclusive", inclusive, top)
+    return "\n".join(out) + "\n"
+
+
+def _function(frame: str) -> str:
+    """`name (path:line)` -> `name (file)`: lines of one function counted together."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    return f"{name} ({'/'.join(Path(path).parts[-2:])})"
+
+
+def _library(frame: str) -> str:
+    path = frame.partition(" (")[2]
+    for marker in ("site-packages/", "lib/python3"):
+        if marker in path:
+            rest = path.split(marker, 1)[1].lstrip("/0123456789.")
+            return rest.split("/", 1)[0].removesuffix(".py") or "?"
+    return "rotate" if "/rotate/" in path else path.split(":", 1)[0] or "?"
 
 
 def proc_cpu_s(pid: int | None) -> float | None:
@@ -554,6 +605,7 @@ class World:
     env: dict[str, str]
     sims: Simulators
     timeout_s: float
+    profile: bool = False  # sample the rotate process with py-spy (figures then include it)
 
     def clock(self) -> CpuClock:
         return CpuClock(
@@ -585,12 +637,21 @@ class World:
             "-q",
             *extra,
         ]
+        samples = self.workdir / f"{tag}.pyspy"
+        if self.profile:
+            spy = Path(sys.executable).with_name("py-spy")
+            argv = [str(spy), "record", "--rate", "200", "--format", "raw", "-o", str(samples),
+                    "--", *argv]  # fmt: skip
         m, share = self.measure(argv, tag)
+        if self.profile and samples.exists():
+            (self.workdir / f"{tag}.profile.txt").write_text(where_cpu_goes(samples))
         return m, share, _load_json(record)
 
 
 @contextlib.contextmanager
-def world(scenario: Scenario, root: Path, timeout_s: float, say: Say) -> Iterator[World]:
+def world(
+    scenario: Scenario, root: Path, timeout_s: float, say: Say, profile: bool = False
+) -> Iterator[World]:
     """Build the scenario's files, start OpenBao and the simulators; stop both afterwards."""
     workdir = root / scenario.name
     workdir.mkdir(parents=True, exist_ok=True)
@@ -611,7 +672,17 @@ def world(scenario: Scenario, root: Path, timeout_s: float, say: Say) -> Iterato
                 config_text(vault.addr, PREFIX, endpoints, urls, scenario.concurrency)
             )
             yield World(
-                scenario, workdir, vault, endpoints, rows, inventory, config, env, sims, timeout_s
+                scenario,
+                workdir,
+                vault,
+                endpoints,
+                rows,
+                inventory,
+                config,
+                env,
+                sims,
+                timeout_s,
+                profile,
             )
         finally:
             sims.stop()
@@ -884,6 +955,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-peer", action="store_true", help="skip the sequential peer")
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample rotate with py-spy; where its CPU goes lands in <tag>.profile.txt "
+        "(use with --workdir; the timings then include the sampler)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=600.0, help="kill a measured process after S seconds"
     )
     parser.add_argument(
@@ -909,7 +986,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for s in scenarios:
             say(s.describe())
             try:
-                with world(s, root, args.timeout, say) as w:
+                with world(s, root, args.timeout, say, args.profile) as w:
                     if s.kind == "inventory":
                         outcome = inventory_scenario(w, say)
                     else:
