@@ -577,6 +577,23 @@ async def test_a_new_run_recognises_a_promoted_but_unsettled_candidate(backend: 
     assert set(await backend.fresh().pending()) == {b}
 
 
+async def test_no_new_candidate_beside_one_promoted_but_still_listed(backend: Backend) -> None:
+    """Two records naming one path would stop every later run: the listed one goes first."""
+    a = backend.path("promoted")
+    backend.seed(a, fields(OLD))
+    name = await backend.store.stage("run-1", {a: candidate(NEW, 1)})
+    assert await backend.store.promote(a, NEW, 1) == 2  # ... and the run stops here
+    later = backend.fresh()
+    pending = await later.pending()
+    await later.read_state(a, pending[a])  # recognised as promoted: settled, still listed
+    with pytest.raises(PendingConflict):
+        await later.stage("run-2", {a: candidate(NEWER, 2, "run-2")})
+    await later.settle()
+    assert backend.candidates_in(name) == {}
+    await later.stage("run-2", {a: candidate(NEWER, 2, "run-2")})
+    assert set(await backend.fresh().pending()) == {a}
+
+
 async def test_a_candidate_whose_secret_moved_to_another_password_stays_pending(
     backend: Backend,
 ) -> None:

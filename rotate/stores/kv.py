@@ -313,10 +313,15 @@ class KVSecrets:
     async def stage(self, run_id: str, candidates: Mapping[str, PendingCandidate]) -> str:
         """Write the candidates in one new journal record; return its name. PendingConflict if
         a path already has a candidate (it must be resumed, never replaced)."""
+        # A settled candidate still listed in its record (not yet cleared durably) would,
+        # beside a new one, make two candidates for one path: settle first.
+        listed = set().union(*(j.settled for j in self._journals.values()))
         for path in candidates:
             check_path(path, self._root)
-            if path in self._index or path in self._conflicts:
-                raise PendingConflict(f"{self.kv.where(path)} already has a pending candidate")
+            if path in self._index or path in self._conflicts or path in listed:
+                raise PendingConflict(
+                    f"{self.kv.where(path)} already has a candidate in a journal record"
+                )
         name = f"{self._root}/{run_id}-{next(self._sequence):05d}"
         entries = {
             path: {**credential_data(c.credential), "base_version": c.base_version or 0}
