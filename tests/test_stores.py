@@ -297,7 +297,7 @@ async def test_staging_a_path_with_a_candidate_is_a_conflict_and_keeps_the_first
     with pytest.raises(PendingConflict) as info:
         await store.stage("run-2", {c: candidate(NEWER, run="run-2"), a: candidate(NEWER)})
 
-    assert str(info.value) == f"{backend.where(a)} already has a pending candidate"
+    assert str(info.value) == f"{backend.where(a)} already has a candidate in a journal record"
     _clean(info.value)
     assert backend.records() == [name]  # nothing of the refused batch was written
     assert await store.pending() == {a: candidate(NEW)}
@@ -455,6 +455,7 @@ async def test_domain_is_stored_only_when_there_is_one(backend: Backend) -> None
     path = backend.path("domain")
     await store.stage("run-1", {path: candidate(OLD)})
     await store.promote(path, OLD, None)
+    await store.settle()  # as the run does once its batch is done
     await store.stage("run-2", {path: candidate(NEW, 1, run="run-2")})
     await store.promote(path, NEW, 1)
 

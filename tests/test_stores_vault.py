@@ -509,7 +509,7 @@ def _listed(settings: VaultSettings) -> list[str]:
     return [f"{settings.pending_root}/{k}" for k in keys]
 
 
-def test_a_closed_store_refuses_control_plane_calls(vault_settings: VaultSettings) -> None:
+def test_a_closed_store_refuses_every_call(vault_settings: VaultSettings) -> None:
     store = VaultStore(vault_settings)
     path = f"{vault_settings.lease_root}/x"
     assert store.read_record(path) is None
@@ -518,6 +518,17 @@ def test_a_closed_store_refuses_control_plane_calls(vault_settings: VaultSetting
         store.read_record(path)
     with pytest.raises(StoreError, match="closed"):
         store.write_record(path, {"run_id": "r"}, 0)
+
+    async def data_plane() -> None:
+        try:
+            with pytest.raises(StoreError, match="closed"):
+                await store.read_current(f"{vault_settings.prefix}/x")
+            with pytest.raises(StoreError, match="closed"):
+                await store.pending()
+        finally:
+            await store.aclose()
+
+    asyncio.run(data_plane())
 
 
 class _NotVault(http.server.BaseHTTPRequestHandler):

@@ -50,6 +50,7 @@ class HttpKV:
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.requests = 0
+        self.closed = False  # set by the store's close(): later calls fail
 
     def where(self, path: str) -> str:
         return f"{self._mount}/{path}"
@@ -160,6 +161,8 @@ class HttpKV:
         missing_ok: bool = False,
     ) -> dict[str, Any] | None:
         """One request; the JSON body of a 2xx, None for a Vault 404 when `missing_ok`."""
+        if self.closed:
+            raise StoreError("the Vault store is closed")
         url = f"{self._mount}/{quote(path)}" if mount else quote(path)
         sent = {"X-Vault-Token": self._token(), **(headers or {})}
         addr = self._settings.addr

@@ -343,6 +343,7 @@ class VaultStore(KVSecrets):
         with self._lock:
             self._closed = True
             clients, self._clients = self._clients, []
+        self._kv.closed = True
         self._keeper.close()
         for client in clients:
             client.adapter.close()
