@@ -15,6 +15,7 @@ aiohttp's failures by what they prove instead:
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import AsyncIterator
 
@@ -22,11 +23,19 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+_URL_QUERY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#'\"]*)[?#][^\s'\"]*")
+
+
+def _without_queries(text: str) -> str:
+    """The text with every URL cut before its query string: some aiohttp errors quote the
+    request URL whole ("Connection timeout to host <url>"), and Spark View's carry secrets."""
+    return _URL_QUERY.sub(r"\1", text)
+
 
 def _mapped(exc: BaseException) -> httpx.TransportError:
-    """The httpx error that says what an aiohttp failure proves (the text names no URL query)."""
+    """The httpx error that says what an aiohttp failure proves (its text quotes no query)."""
     cause = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
-    text = str(cause or exc) or type(cause or exc).__name__
+    text = _without_queries(str(cause or exc)) or type(cause or exc).__name__
     if isinstance(cause, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(text)
     if isinstance(cause, aiohttp.ClientConnectorError):  # refused, DNS, TLS handshake
