@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -36,6 +36,7 @@ from rotate.monitoring import ITEMS
 from rotate.progress import NullProgress, Progress
 from rotate.settings import PolicySettings, Settings
 from rotate.stores.base import SecretStore
+from rotate.stores.kv import fan_out
 from rotate.targets.base import Target
 
 log = logging.getLogger(__name__)
@@ -162,19 +163,14 @@ class Runbook:
             raise StoreUnavailable(
                 f"could not read the journal of unfinished rotations: {exc}"
             ) from None
-        states: list[SecretState | StoreError] = [StoreError("not read")] * len(rows)
 
-        async def worker(todo: Iterator[int]) -> None:
-            for i in todo:
-                path = rows[i].vault_path
-                try:
-                    states[i] = await self.store.read_state(path, pending.get(path))
-                except StoreError as exc:
-                    states[i] = exc
+        async def one(row: Row) -> SecretState | StoreError:
+            try:
+                return await self.store.read_state(row.vault_path, pending.get(row.vault_path))
+            except StoreError as exc:
+                return exc
 
-        todo = iter(range(len(rows)))
-        await asyncio.gather(*(worker(todo) for _ in range(self.settings.vault.connections)))
-        return states
+        return await fan_out(one, rows, self.settings.vault.connections)
 
     async def probe(self, names: Sequence[str]) -> dict[str, EndpointProbe]:
         """Probe each endpoint once, side by side; a failed probe means no writes there."""

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from rotate.errors import CasConflict, PendingConflict, StoreError
 from rotate.models import Credential, PendingCandidate, Secret, SecretState
@@ -41,6 +41,9 @@ META_LAST_FAILURE_RUN = "last_failure_run"
 
 #: requests in flight while reading journal records or listing folders
 _FAN_OUT = 16
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 
 class _VersionTime:
@@ -196,15 +199,20 @@ def cas_mismatch_message(where: str, expected_version: int | None) -> str:
     return f"current version of {where} changed during the rotation (expected {expected})"
 
 
-async def bounded(calls: Iterable[Callable[[], Any]], limit: int = _FAN_OUT) -> list[Any]:
-    """Run the calls with at most `limit` in flight; results in order."""
-    gate = asyncio.Semaphore(limit)
+async def fan_out(
+    call: Callable[[_In], Awaitable[_Out]], items: Sequence[_In], limit: int = _FAN_OUT
+) -> list[_Out]:
+    """`call` on every item, at most `limit` in flight, results in order. A fixed set of
+    workers, not a task per item: 100,000 items cost no more memory than their results."""
+    results: list[Any] = [None] * len(items)
+    todo = iter(range(len(items)))
 
-    async def one(call: Callable[[], Any]) -> Any:
-        async with gate:
-            return await call()
+    async def worker() -> None:
+        for i in todo:
+            results[i] = await call(items[i])
 
-    return list(await asyncio.gather(*(one(c) for c in calls)))
+    await asyncio.gather(*(worker() for _ in range(min(limit, len(items)))))
+    return results
 
 
 # --- journal records --------------------------------------------------------------------------
@@ -254,9 +262,7 @@ class KVSecrets:
     async def pending(self) -> dict[str, PendingCandidate]:
         """Every staged candidate by secret path: one LIST and one read per journal record."""
         names = [n for n in await self.kv.list(self._root) if not n.endswith("/")]
-        found = await bounded(
-            [lambda n=n: self._load(f"{self._root}/{n}") for n in names]  # type: ignore[misc]
-        )
+        found = await fan_out(self._load, [f"{self._root}/{n}" for n in names])
         candidates: dict[str, PendingCandidate] = {}
         for journal in found:
             if journal is None:
@@ -415,9 +421,7 @@ class KVSecrets:
         found: list[str] = []
         folders = [root.strip("/")]
         while folders:
-            listed = await bounded(
-                [lambda f=f: self.kv.list(f) for f in folders]  # type: ignore[misc]
-            )
+            listed = await fan_out(self.kv.list, folders)
             deeper: list[str] = []
             for folder, keys in zip(folders, listed, strict=True):
                 for key in keys:
