@@ -19,7 +19,7 @@ import asyncio
 import json as jsonlib
 import re
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -217,13 +217,18 @@ class HttpKV:
         )
 
     def _detail(self, status: int, errors: Sequence[str], secrets: tuple[str, ...]) -> str:
-        text = "; ".join(" ".join(e.split()) for e in errors)
-        for secret in (*secrets, self._token(), *self._masked()):
-            if secret:
-                text = text.replace(secret, "***")
-        if len(text) > _MAX_DETAIL:
-            text = text[:_MAX_DETAIL] + "..."
-        return f"HTTP {status}: {text}" if text else f"HTTP {status}"
+        return vault_errors(f"HTTP {status}", errors, (*secrets, self._token(), *self._masked()))
+
+
+def vault_errors(head: str, errors: Iterable[object], secrets: Iterable[str]) -> str:
+    """`head` and Vault's own error strings, short, with every secret given masked."""
+    text = "; ".join(" ".join(str(e).split()) for e in errors)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    if len(text) > _MAX_DETAIL:
+        text = text[:_MAX_DETAIL] + "..."
+    return f"{head}: {text}" if text else head
 
 
 class _NoPatch(Exception):

@@ -37,7 +37,7 @@ from rotate.errors import CasConflict, StoreError, StoreUnavailable
 from rotate.models import Secret
 from rotate.settings import VaultSettings
 from rotate.stores.kv import KVSecrets, check_path
-from rotate.stores.kvhttp import HttpKV
+from rotate.stores.kvhttp import HttpKV, vault_errors
 from rotate.vaultauth import TokenKeeper
 
 log = logging.getLogger(__name__)
@@ -500,14 +500,8 @@ class VaultStore(KVSecrets):
         status = _HTTP_STATUS.get(type(exc))
         head = f"HTTP {status}" if status else type(exc).__name__
         errors = exc.errors if isinstance(exc.errors, list) else []
-        text = "; ".join(" ".join(str(e).split()) for e in errors)
         token = self._settings.token.reveal() if self._settings.token else ""
-        for secret in (*secrets, token, *self._keeper.masked()):
-            if secret:
-                text = text.replace(secret, "***")
-        if len(text) > _MAX_DETAIL:
-            text = text[:_MAX_DETAIL] + "..."
-        return f"{head}: {text}" if text else head
+        return vault_errors(head, errors, (*secrets, token, *self._keeper.masked()))
 
 
 #: secret paths the preflight samples: one per top-level folder (say <prefix>/<endpoint>)
