@@ -7,14 +7,19 @@
     ├── RefusedError                 3  the run was refused or aborted before or while running
     │   ├── StoreUnavailable         3  Vault unreachable, sealed, or the token is refused
     │   ├── LeaseHeld                3  another run holds the lease on these credentials
-    │   └── PlanChanged              3  `run --plan-hash`: the approved plan no longer holds
+    │   ├── PlanChanged              3  `run --plan-hash`: the approved plan no longer holds
+    │   └── AdminRefused             3  an authority refused rotate's own admin credential
     ├── StoreError                   -  a Vault call failed for one item (recorded, not raised)
     │   ├── PendingConflict          -  another run's candidate sits on the pending path
     │   └── CasConflict              -  a bookkeeping record changed under us (check-and-set)
-    └── TargetError                  -  a vendor call failed for one item or endpoint
+    └── RemoteError                  -  a call to a vendor endpoint or an authority failed
         ├── EndpointUnavailable      -  the probe failed: the endpoint gets no writes
-        ├── Rejected                 -  a definite "no": the target did not take the value
-        └── OutcomeUnknown           -  after the retries, the target may or may not have it
+        ├── AuthorityUnavailable     -  an authority cannot be reached: its accounts wait
+        ├── Rejected                 -  a definite "no": the value was not taken
+        └── OutcomeUnknown           -  after the retries, the value may or may not be there
+
+A RemoteError that is none of its subclasses means "not reached, nothing applied" (a
+connection refused before the request was sent), or "no verdict" for a read.
 
 Item-level errors never escape the pipeline: they become the item's recorded outcome. A run
 that stops starting items (failure threshold, failed canary, lost lease) is not an exception
@@ -95,6 +100,10 @@ class PlanChanged(RefusedError):
     """`rotate run --plan-hash H`: the inventory, config or due set changed since the plan."""
 
 
+class AdminRefused(RefusedError):
+    """An authority refused rotate's own admin login: nothing can be changed there."""
+
+
 class StoreError(RotateError):
     """A Vault call failed for one item."""
 
@@ -107,17 +116,22 @@ class CasConflict(StoreError):
     """A check-and-set write found another version than expected."""
 
 
-class TargetError(RotateError):
-    """A vendor API call failed."""
+class RemoteError(RotateError):
+    """A call to a vendor endpoint or an authority failed (not reached, or no verdict)."""
 
 
-class EndpointUnavailable(TargetError):
+class EndpointUnavailable(RemoteError):
     """The endpoint failed its probe; none of its rows are attempted."""
 
 
-class Rejected(TargetError):
-    """The target definitely did not accept the request (a 4xx, or an application error)."""
+class AuthorityUnavailable(RemoteError):
+    """An authority cannot be reached; none of its accounts is changed in this run."""
 
 
-class OutcomeUnknown(TargetError):
-    """After the retries the target may or may not hold the new value."""
+class Rejected(RemoteError):
+    """A definite "no": the target or authority did not accept the value (a 4xx, a refused
+    password: complexity, history, an unknown account)."""
+
+
+class OutcomeUnknown(RemoteError):
+    """After the retries the target or authority may or may not hold the new value."""

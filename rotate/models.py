@@ -85,7 +85,9 @@ class Status(enum.StrEnum):
     NEVER_ROTATED = "never_rotated"
     LAST_ATTEMPT_FAILED = "last_attempt_failed"  # report: the latest rotation attempt failed
     IN_SYNC = "in_sync"  # reconcile: target, Vault current and pending agree
-    REPAIRED = "repaired"  # reconcile: Vault or the target was brought back in line
+    REPAIRED = "repaired"  # a stale usage, or Vault or a target, was brought back in line
+    STALE = "stale"  # the account changed, this usage did not take it: the next run repairs it
+    DRIFT = "drift"  # Vault's current password no longer logs in at the authority
 
 
 class Stage(enum.StrEnum):
@@ -94,14 +96,19 @@ class Stage(enum.StrEnum):
     PLANNED = "planned"
     GENERATED = "generated"
     STAGED = "staged"
+    CHANGED = "changed"  # the authority holds the candidate (logged in with it)
     PUSHED = "pushed"
     VERIFIED = "verified"
     PROMOTED = "promoted"
 
 
+#: the authority name of an account whose copies are the only place its password lives
+NO_AUTHORITY = "none"
+
+
 @dataclass(frozen=True)
 class Row:
-    """One validated inventory row: one credential on one target."""
+    """One validated inventory row: one usage (a stored copy) of an account's password."""
 
     line: int  # line number in the CSV (header = 1)
     endpoint: str
@@ -113,9 +120,12 @@ class Row:
     domain: str | None = None
     policy: str = "default"
     max_age_days: int | None = None
-    vault_path: str = ""  # relative to the KV mount; filled by the loader when not given
+    vault_path: str = ""  # the account's secret, relative to the KV mount
     owner: str = ""
     notes: str = ""
+    account: str = ""  # the account whose password this usage stores (default: its label)
+    authority: str = NO_AUTHORITY  # where that password is checked ([authorities.<name>])
+    host: str | None = None  # the host of a local account (ssh authorities)
 
     @property
     def key(self) -> tuple[str, str, str, str, int | None]:
@@ -131,6 +141,49 @@ class Row:
     def label(self) -> str:
         """A short human name for logs: endpoint/kind/target/protocol[_port]."""
         return f"{self.endpoint}/{self.kind.value}/{self.target}/{self.protocol_suffix}"
+
+    @property
+    def account_name(self) -> str:
+        """The account this usage stores: its `account`, or itself when it names none."""
+        return self.account or self.label
+
+
+@dataclass(frozen=True)
+class Account:
+    """One identity with one password, checked at its authority and stored by its usages."""
+
+    name: str  # the inventory's `account` value (or the label of a row without one)
+    authority: str  # a name of [authorities.<name>], or "none"
+    username: str  # the login name at the authority (uid, sAMAccountName, local user)
+    domain: str | None
+    host: str | None
+    vault_path: str  # its one secret, relative to the KV mount
+    policy: str
+    max_age_days: int | None
+    usages: tuple[Row, ...]
+
+    @property
+    def line(self) -> int:
+        """The inventory line of its first usage."""
+        return self.usages[0].line
+
+    @property
+    def changes_host(self) -> bool:
+        """False for a copy-only account (`authority = none`): no host account changes."""
+        return self.authority != NO_AUTHORITY
+
+    def __repr__(self) -> str:
+        return f"Account({self.name!r}, {self.authority!r}, {len(self.usages)} usage(s))"
+
+
+@dataclass(frozen=True)
+class StaleUsage:
+    """A usage that did not take its account's current password (recorded in Vault)."""
+
+    usage: str  # the usage's label
+    held_version: int | None  # the version of the account's secret it holds, if known
+    since: datetime | None
+    run_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -161,6 +214,7 @@ class SecretState:
     rotated_at: datetime | None  # the current version's created_time (or a recorded exception)
     pending: PendingCandidate | None
     last_failure_at: datetime | None = None  # the latest failed or in-doubt attempt
+    stale: Mapping[str, StaleUsage] = field(default_factory=dict)  # by usage label
 
 
 @dataclass(frozen=True)
@@ -194,6 +248,9 @@ class ItemResult:
             "port": r.port,
             "username": r.username,
             "domain": r.domain,
+            "account": r.account_name,
+            "authority": r.authority,
+            "host": r.host,
             "owner": r.owner,
             "line": r.line,
             "status": self.status.value,
@@ -215,11 +272,60 @@ class ItemResult:
 
 
 @dataclass(frozen=True)
+class AccountResult:
+    """The recorded outcome of one account: its change at the authority and its usages."""
+
+    account: Account
+    authority_type: str  # ldap | ad | none | ...
+    status: Status
+    reason: str = ""
+    error: str = ""
+    vault_version: int | None = None
+    last_changed: datetime | None = None  # when Vault's current password was set
+    login_verified: bool | None = None  # None: not checked (no authority, or no password yet)
+    in_sync: int = 0  # usages known to hold Vault's current password
+    stale: int = 0  # usages known not to (recorded in Vault)
+
+    def as_record(self) -> dict[str, object]:
+        """The `--json` account record (no secret: the Account has none)."""
+        a = self.account
+        return {
+            "account": a.name,
+            "authority": a.authority,
+            "authority_type": self.authority_type,
+            "changes_host_account": a.changes_host,
+            "username": a.username,
+            "domain": a.domain,
+            "host": a.host,
+            "vault_path": a.vault_path,
+            "status": self.status.value,
+            "reason": self.reason,
+            "error": self.error,
+            "vault_version": self.vault_version,
+            "last_changed": self.last_changed.isoformat() if self.last_changed else None,
+            "login_verified": self.login_verified,
+            "usages": len(a.usages),
+            "in_sync": self.in_sync,
+            "stale": self.stale,
+        }
+
+
+@dataclass(frozen=True)
 class EndpointProbe:
     """The result of probing one endpoint before any write."""
 
     endpoint: str
     system: System
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class AuthorityProbe:
+    """The result of logging in to one authority as rotate's admin before any change."""
+
+    name: str
+    type: str
     ok: bool
     detail: str = ""
 
@@ -245,6 +351,8 @@ class RunRecord:
     config: str
     items: tuple[ItemResult, ...]
     probes: tuple[EndpointProbe, ...] = ()
+    accounts: tuple[AccountResult, ...] = ()
+    authority_probes: tuple[AuthorityProbe, ...] = ()
     vault_addr: str = ""
     vault_mount: str = ""
     aborted: str = ""  # why the run stopped early, if it did

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from rotate.authorities.base import AuthoritySettings
+from rotate.configparse import (
+    build,
+    not_negative,
+    positive,
+    timeouts,
+    type_ok,
+    unreadable,
+    url_problem,
+)
 from rotate.errors import ConfigError
-from rotate.models import Secret, System
+from rotate.models import NO_AUTHORITY, Secret, System
 
 MAX_PASSWORD_LENGTH = 256
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 DEFAULT_SYMBOLS = "!#%+-.:=?@^_~"
-# a longer socket timeout overflows the platform's time_t (a traceback instead of a message)
-MAX_TIMEOUT_S = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,11 @@ class VaultSettings:
         """Where run leases live (one writer at a time), apart from every secret."""
         return f"{self.prefix}/_lease"
 
+    @property
+    def stale_root(self) -> str:
+        """Where the usages that did not take their account's password are recorded."""
+        return f"{self.prefix}/_stale"
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -77,6 +88,9 @@ class RunSettings:
     max_age_days: int = 90  # default when a row gives none
     lease_name: str = "default"  # runs sharing a lease name never rotate at the same time
     lease_ttl_s: float = 300.0  # renewed every third of this while the run lives
+    # the authority of rows that name none: an [authorities.<name>] section, or "none" for
+    # copy-only rotation; empty: every row must name one
+    authority: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,6 +183,7 @@ class Settings:
         default_factory=lambda: {"default": PolicySettings(name="default")}
     )
     endpoints: Mapping[str, EndpointSettings] = field(default_factory=dict)
+    authorities: Mapping[str, AuthoritySettings] = field(default_factory=dict)
     source: str = "<defaults>"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -178,109 +193,10 @@ class Settings:
         return replace(self, endpoints=endpoints)
 
 
-_SECTIONS = {"vault", "run", "policies", "endpoints"}
-_FORBIDDEN_SECRET_KEYS = {"token", "password", "secret_id", "gateway_password"}
+_SECTIONS = {"vault", "run", "policies", "endpoints", "authorities"}
 VAULT_AUTH_METHODS = ("token", "approle", "kubernetes")
 # [vault] keys that would put a login secret in the file (token and secret_id are above)
 _VAULT_SECRET_KEYS = ("role_id", "jwt", "kubernetes_jwt")
-
-
-def _build(
-    cls: type[Any], data: Mapping[str, Any], where: str, errors: list[str], **fixed: Any
-) -> Any:
-    """Build a settings dataclass from a TOML table, checking names and types."""
-    known = {f.name: f for f in fields(cls)}
-    kwargs: dict[str, Any] = dict(fixed)
-    for key, value in data.items():
-        if key in _FORBIDDEN_SECRET_KEYS:
-            errors.append(
-                f"{where}.{key}: secrets never live in the config file; "
-                "use the environment (see README)"
-            )
-            continue
-        f = known.get(key)
-        if f is None or key in fixed or key in ("env", "source"):
-            errors.append(f"{where}: unknown key {key!r}")
-            continue
-        expected = f.type if isinstance(f.type, str) else str(f.type)
-        ok = _type_ok(expected, value)
-        if not ok:
-            errors.append(
-                f"{where}.{key}: expected {expected}, got {type(value).__name__} {value!r}"
-            )
-            continue
-        if expected.startswith("float") and not math.isfinite(value):
-            errors.append(f"{where}.{key}: must be a finite number, got {value!r}")
-            continue
-        if expected.startswith("float"):
-            value = float(value)
-        elif expected.startswith("tuple"):
-            value = tuple(v.lower() for v in value)
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:  # pragma: no cover - guarded by the checks above
-        errors.append(f"{where}: {exc}")
-        return None
-
-
-def _type_ok(expected: str, value: Any) -> bool:
-    optional = "None" in expected
-    base = expected.split("|")[0].strip()
-    if value is None:
-        return optional
-    if base == "bool":
-        return isinstance(value, bool)
-    if base == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if base == "float":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if base == "str":
-        return isinstance(value, str)
-    if base == "tuple[str, ...]":
-        return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
-    if base == "System":
-        return isinstance(value, str) and value in {s.value for s in System}
-    return False
-
-
-def _positive(errors: list[str], where: str, **values: float | int | None) -> None:
-    for key, value in values.items():
-        if value is not None and value <= 0:
-            errors.append(f"{where}.{key}: must be greater than 0, got {value}")
-
-
-def _not_negative(errors: list[str], where: str, **values: float | int) -> None:
-    for key, value in values.items():
-        if value < 0:
-            errors.append(f"{where}.{key}: must be 0 or more, got {value}")
-
-
-def _timeouts(errors: list[str], where: str, **values: float | None) -> None:
-    for key, value in values.items():
-        if value is not None and value > MAX_TIMEOUT_S:
-            errors.append(f"{where}.{key}: must be at most {MAX_TIMEOUT_S:g} s, got {value:g}")
-
-
-def _url_problem(url: str) -> str | None:
-    """What makes `url` unusable as an http(s) base URL, or None; a password is never echoed."""
-    shown = "the URL" if "@" in url else repr(url)
-    if not url.startswith(("http://", "https://")):
-        return f"{shown} is not an http(s) URL"
-    if any(c.isspace() or not c.isprintable() for c in url):
-        return f"{shown} contains a space or a control character"
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # ValueError unless a number from 0 to 65535
-    except ValueError:
-        return f"{shown} has an invalid host or port"
-    if parts.username is not None or parts.password is not None:
-        return "must not carry a user name or password: secrets never live in the config file"
-    if not parts.hostname:
-        return f"{shown} has no host"
-    if port == 0:
-        return f"{shown} has an invalid host or port"
-    return None
 
 
 def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None) -> Settings:
@@ -321,7 +237,7 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
                 "use the environment or a file (see README)"
             )
     vault_raw = {k: v for k, v in vault_raw.items() if k not in _VAULT_SECRET_KEYS}
-    vault = _build(VaultSettings, vault_raw, "vault", errors) or VaultSettings()
+    vault = build(VaultSettings, vault_raw, "vault", errors) or VaultSettings()
     overrides: dict[str, Any] = {}
     for var, attr in (
         ("VAULT_ADDR", "addr"),
@@ -351,7 +267,7 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
                 overrides[attr] = Secret(env[var].strip())
     vault = replace(vault, **overrides)
     errors.extend(vault_auth_problems(vault))
-    if why := _url_problem(vault.addr):
+    if why := url_problem(vault.addr):
         errors.append(f"vault.addr: {why}")
     for key in ("mount", "prefix", "pending_prefix", "approle_mount", "kubernetes_mount"):
         value = getattr(vault, key)
@@ -373,11 +289,11 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
             f"vault.pending_prefix: {vault.pending_prefix!r} must be neither the prefix "
             f"{vault.prefix!r} nor a parent of it"
         )
-    _positive(errors, "vault", timeout_s=vault.timeout_s, connections=vault.connections)
-    _timeouts(errors, "vault", timeout_s=vault.timeout_s)
+    positive(errors, "vault", timeout_s=vault.timeout_s, connections=vault.connections)
+    timeouts(errors, "vault", timeout_s=vault.timeout_s)
 
-    run = _build(RunSettings, table("run"), "run", errors) or RunSettings()
-    _positive(
+    run = build(RunSettings, table("run"), "run", errors) or RunSettings()
+    positive(
         errors,
         "run",
         concurrency=run.concurrency,
@@ -387,7 +303,7 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         max_age_days=run.max_age_days,
         lease_ttl_s=run.lease_ttl_s,
     )
-    _not_negative(
+    not_negative(
         errors,
         "run",
         retries=run.retries,
@@ -395,7 +311,7 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         max_backoff_s=run.max_backoff_s,
         max_retry_after_s=run.max_retry_after_s,
     )
-    _timeouts(errors, "run", timeout_s=run.timeout_s)
+    timeouts(errors, "run", timeout_s=run.timeout_s)
     if (
         not run.lease_name
         or any(c in run.lease_name for c in "/ \t")
@@ -412,7 +328,7 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         if not isinstance(data, dict):
             errors.append(f"[policies.{name}] must be a table")
             continue
-        policy = _build(PolicySettings, data, f"policies.{name}", errors, name=name)
+        policy = build(PolicySettings, data, f"policies.{name}", errors, name=name)
         if policy is not None:
             errors.extend(policy_problems(policy))
             policies[name] = policy
@@ -436,7 +352,7 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         for req, kind, stand_in in (("system", "System", "remotix"), ("url", "str", "http://x")):
             if req not in data:
                 errors.append(f"{where}: missing required key {req!r}")
-            elif not _type_ok(kind, data[req]):
+            elif not type_ok(kind, data[req]):
                 value = data[req]
                 errors.append(
                     f"{where}.{req}: expected {kind}, got {type(value).__name__} {value!r}"
@@ -444,12 +360,12 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
             else:
                 continue
             stand_ins[req] = stand_in
-        endpoint = _build(EndpointSettings, {**data, **stand_ins}, where, errors, name=name)
+        endpoint = build(EndpointSettings, {**data, **stand_ins}, where, errors, name=name)
         if endpoint is None:  # pragma: no cover - the required keys are there, typed
             continue
         # _build keeps the TOML string: make it the enum before any `is System...` test
         endpoint = replace(endpoint, system=System(endpoint.system))
-        if "url" not in stand_ins and (why := _url_problem(endpoint.url)):
+        if "url" not in stand_ins and (why := url_problem(endpoint.url)):
             errors.append(f"{where}.url: {why}")
         for key in ("client_cert", "client_key"):
             value = getattr(endpoint, key)
@@ -471,20 +387,65 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
             )
         if endpoint.gateway_password_vault and "#" not in endpoint.gateway_password_vault:
             errors.append(f"{where}.gateway_password_vault: expected '<path>#<key>'")
-        _positive(
+        positive(
             errors,
             where,
             per_endpoint_concurrency=endpoint.per_endpoint_concurrency,
             timeout_s=endpoint.timeout_s,
         )
-        _timeouts(errors, where, timeout_s=endpoint.timeout_s)
+        timeouts(errors, where, timeout_s=endpoint.timeout_s)
         endpoints[name] = endpoint
+
+    authorities = _authorities(table("authorities"), errors)
+    if run.authority and run.authority != NO_AUTHORITY and run.authority not in authorities:
+        known = ", ".join([NO_AUTHORITY, *sorted(authorities)])
+        errors.append(
+            f"run.authority: {run.authority!r} is not an [authorities.<name>] section "
+            f"(known: {known})"
+        )
 
     if errors:
         raise ConfigError(f"config {source} rejected:\n" + "\n".join(f"  - {e}" for e in errors))
     return Settings(
-        vault=vault, run=run, policies=policies, endpoints=endpoints, source=source, env=env
+        vault=vault,
+        run=run,
+        policies=policies,
+        endpoints=endpoints,
+        authorities=authorities,
+        source=source,
+        env=env,
     )
+
+
+def _authorities(raw: Mapping[str, Any], errors: list[str]) -> dict[str, AuthoritySettings]:
+    """Each [authorities.<name>] section, parsed by the plugin its `type` names."""
+    from rotate.registry import authority_type, authority_type_names
+
+    found: dict[str, AuthoritySettings] = {}
+    for name, data in raw.items():
+        where = f"authorities.{name}"
+        if not _ENDPOINT_NAME.fullmatch(name):
+            errors.append(
+                f"[{where}]: an authority name is letters, digits, '.', '_' and '-' only, "
+                "starting with a letter or digit"
+            )
+        if not isinstance(data, dict):
+            errors.append(f"[{where}] must be a table")
+            continue
+        kind = data.get("type")
+        plugin = authority_type(kind) if isinstance(kind, str) else None
+        if plugin is None:
+            known = ", ".join(authority_type_names())
+            shown = "missing" if kind is None else repr(kind)
+            errors.append(f"{where}.type: {shown}; expected one of {known}")
+            continue
+        if name == NO_AUTHORITY and kind != NO_AUTHORITY:
+            errors.append(f"[{where}]: the name 'none' is kept for copy-only rotation")
+            continue
+        parsed = plugin.parse(name, data, errors)
+        if parsed is not None:
+            found[name] = parsed
+    return found
 
 
 def vault_auth_problems(vault: VaultSettings) -> list[str]:
@@ -510,7 +471,7 @@ def vault_auth_problems(vault: VaultSettings) -> list[str]:
                     f"vault: auth = 'approle' needs a {what}: set {var} "
                     f"or name a file in vault.{key}"
                 )
-            elif why := _unreadable(path):
+            elif why := unreadable(path):
                 problems.append(f"vault.{key}: {path!r} {why}")
     elif vault.auth == "kubernetes":
         if not vault.kubernetes_role:
@@ -518,23 +479,12 @@ def vault_auth_problems(vault: VaultSettings) -> list[str]:
                 "vault: auth = 'kubernetes' needs vault.kubernetes_role (the Vault role "
                 "bound to this service account)"
             )
-        if why := _unreadable(vault.kubernetes_jwt_file):
+        if why := unreadable(vault.kubernetes_jwt_file):
             problems.append(
                 f"vault.kubernetes_jwt_file: {vault.kubernetes_jwt_file!r} {why} "
                 "(is this running in a pod with a service-account token?)"
             )
     return problems
-
-
-def _unreadable(path: str) -> str | None:
-    """Why a file named in the config cannot be read (None when it can), without reading it."""
-    try:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            return "is not a file" if p.exists() else "does not exist"
-    except (OSError, ValueError) as exc:  # a NUL in the path, say
-        return f"cannot be used: {exc}"
-    return None if os.access(p, os.R_OK) else "is not readable by this user"
 
 
 def policy_problems(policy: PolicySettings) -> list[str]:

@@ -27,7 +27,7 @@ class Target(Protocol):
         ...
 
     async def push(self, row: Row, credential: Credential) -> None:
-        """Store the credential on the target; Rejected, OutcomeUnknown or TargetError if not."""
+        """Store the credential on the target; Rejected, OutcomeUnknown or RemoteError if not."""
         ...
 
     async def read_back(self, row: Row) -> Secret | None:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from rotate.errors import OutcomeUnknown, Rejected, TargetError
+from rotate.errors import OutcomeUnknown, Rejected, RemoteError
 from rotate.models import Secret
 from rotate.settings import EndpointSettings, RunSettings
 from rotate.transport import transport
@@ -142,7 +142,7 @@ class Endpoint:
         failure: Any = None,
         secrets: tuple[Secret, ...] = (),
     ) -> httpx.Response:
-        """Send with retries; return a 200 response or raise Rejected/OutcomeUnknown/TargetError.
+        """Send with retries; return a 200 response or raise Rejected/OutcomeUnknown/RemoteError.
 
         `what` names the call in messages (never the URL: it may carry secrets in its query).
         `failure(response)` may classify a non-200 answer as `(message, definite)`.
@@ -161,7 +161,7 @@ class Endpoint:
             except _NOT_SENT as exc:
                 last = f"{type(exc).__name__} (could not connect{_tls_reason(exc)})"
                 if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                    raise TargetError(f"{what}: {last}") from None  # no retry will help
+                    raise RemoteError(f"{what}: {last}") from None  # no retry will help
             except httpx.TimeoutException as exc:
                 maybe_applied = maybe_applied or write
                 last = f"{type(exc).__name__} (no answer within the timeout)"
@@ -190,7 +190,7 @@ class Endpoint:
         attempts = self.retry.retries + 1
         if maybe_applied:
             raise OutcomeUnknown(f"{what}: outcome unknown after {attempts} attempt(s): {last}")
-        raise TargetError(f"{what}: failed after {attempts} attempt(s): {last}")
+        raise RemoteError(f"{what}: failed after {attempts} attempt(s): {last}")
 
     def _classify(
         self, response: httpx.Response, failure: Any, secrets: tuple[Secret, ...]

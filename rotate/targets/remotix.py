@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from rotate.errors import EndpointUnavailable, TargetError
+from rotate.errors import EndpointUnavailable, RemoteError
 from rotate.models import Credential, Kind, Row, Secret
 from rotate.settings import EndpointSettings
 from rotate.targets.http import Endpoint, HttpTarget
@@ -47,7 +47,7 @@ class RemotixTarget(HttpTarget):
                 "GET", self.settings.probe_path, what=f"GET {self.settings.probe_path}"
             )
             groups = response.json()
-        except TargetError as exc:
+        except RemoteError as exc:
             raise EndpointUnavailable(f"probe failed: {exc}") from None
         except ValueError:
             raise EndpointUnavailable("probe failed: the answer is not JSON") from None
@@ -102,13 +102,13 @@ class RemotixTarget(HttpTarget):
         try:
             return response.json()
         except ValueError:
-            raise TargetError(f"{what}: the answer is not JSON") from None
+            raise RemoteError(f"{what}: the answer is not JSON") from None
 
     async def groups(self) -> list[tuple[str, str]]:
         """(group_uid, name) of every address-book group."""
         body = await self._get_json("/groups", "GET /groups")
         if not isinstance(body, list):
-            raise TargetError("GET /groups: unexpected answer shape")
+            raise RemoteError("GET /groups: unexpected answer shape")
         return [
             (str(g["group_uid"]), str(g.get("name") or ""))
             for g in body
@@ -120,7 +120,7 @@ class RemotixTarget(HttpTarget):
         what = "GET /group/<uid>"
         body = await self._get_json(f"/group/{_seg(group_uid)}", what)
         if not isinstance(body, list):
-            raise TargetError(f"{what}: unexpected answer shape")
+            raise RemoteError(f"{what}: unexpected answer shape")
         return [
             (str(i["uid"]), str(i.get("name") or ""), str(i.get("type") or ""))
             for i in body
@@ -134,7 +134,7 @@ class RemotixTarget(HttpTarget):
         what = "GET /computer/<id>/connections"
         body = await self._get_json(f"/computer/{_seg(computer_id)}/connections", what)
         if not isinstance(body, list):
-            raise TargetError(f"{what}: unexpected answer shape")
+            raise RemoteError(f"{what}: unexpected answer shape")
         out = []
         for item in body:
             if isinstance(item, str):

@@ -12,7 +12,7 @@ from urllib.parse import quote, unquote_plus
 
 import httpx
 
-from rotate.errors import EndpointUnavailable, Rejected, TargetError
+from rotate.errors import EndpointUnavailable, Rejected, RemoteError
 from rotate.models import Credential, Row, Secret
 from rotate.settings import EndpointSettings
 from rotate.targets.http import Endpoint, ErrorText, HttpTarget, error_text
@@ -66,7 +66,7 @@ def _table_rows(table: Any, what: str) -> list[dict[str, Any]]:
         names = [str(c["name"]) for c in table["cols"]]
         return [dict(zip(names, r, strict=False)) for r in table["rows"]]
     except (KeyError, TypeError):
-        raise TargetError(f"{what}: unexpected answer shape") from None
+        raise RemoteError(f"{what}: unexpected answer shape") from None
 
 
 def _text(value: Any) -> str:
@@ -148,7 +148,7 @@ class SparkViewTarget(HttpTarget):
             raise EndpointUnavailable(
                 f"gateway refused the server list ({exc}); is the gateway password right?"
             ) from None
-        except TargetError as exc:
+        except RemoteError as exc:
             raise EndpointUnavailable(f"probe failed: {exc}") from None
         except ValueError:
             raise EndpointUnavailable("probe failed: the answer is not JSON") from None
@@ -211,7 +211,7 @@ class SparkViewTarget(HttpTarget):
     async def follow_up(self, row: Row, credential: Credential) -> Sequence[str]:
         """Update the access links that embed this logon; reset two-factor enrolment if set.
 
-        Every step is tried; if any failed, TargetError names what failed and what was done
+        Every step is tried; if any failed, RemoteError names what failed and what was done
         (never a password, a link's parameters or a URL with its query).
         """
         done: list[str] = []
@@ -219,7 +219,7 @@ class SparkViewTarget(HttpTarget):
         if self.settings.update_links:
             try:
                 links = await self._all_links()
-            except TargetError as exc:
+            except RemoteError as exc:
                 failed.append(f"access links not checked: {exc}")
             else:
                 for link in links:
@@ -227,7 +227,7 @@ class SparkViewTarget(HttpTarget):
                         continue
                     try:
                         await self._update_link(link, credential)
-                    except TargetError as exc:
+                    except RemoteError as exc:
                         failed.append(f"access link {link_ref(link.id)} not updated: {exc}")
                     else:
                         done.append(f"access link {link_ref(link.id)} updated")
@@ -243,13 +243,13 @@ class SparkViewTarget(HttpTarget):
                     what="GET /CONTROL?target=twofa",
                     secrets=(credential.password,),
                 )
-            except TargetError as exc:
+            except RemoteError as exc:
                 failed.append(f"two-factor enrolment of {user} not reset: {exc}")
             else:
                 done.append(f"two-factor enrolment reset for {user}")
         if failed:
             so_far = f" (done: {', '.join(done)})" if done else ""
-            raise TargetError("; ".join(failed) + so_far)
+            raise RemoteError("; ".join(failed) + so_far)
         return done
 
     async def _all_links(self) -> list[_Link]:
@@ -258,11 +258,11 @@ class SparkViewTarget(HttpTarget):
             if self._links is None and self._links_error is None:
                 try:
                     self._links = await self._list_links()
-                except TargetError as exc:
+                except RemoteError as exc:
                     # Remembered too: one list per run, not one failing list per item.
                     self._links_error = str(exc)
             if self._links is None:
-                raise TargetError(self._links_error or "GET /SYMLINK?action=list failed")
+                raise RemoteError(self._links_error or "GET /SYMLINK?action=list failed")
             return self._links
 
     async def _list_links(self) -> list[_Link]:
@@ -277,7 +277,7 @@ class SparkViewTarget(HttpTarget):
         try:
             table = response.json()
         except ValueError:
-            raise TargetError(f"{what}: the answer is not JSON") from None
+            raise RemoteError(f"{what}: the answer is not JSON") from None
         column = self.settings.link_server_column
         links = []
         for cells in _table_rows(table, what):
@@ -374,7 +374,7 @@ class SparkViewTarget(HttpTarget):
         try:
             body = response.json()
         except ValueError:
-            raise TargetError("GET /SERVER?action=list&id=<id>: the answer is not JSON") from None
+            raise RemoteError("GET /SERVER?action=list&id=<id>: the answer is not JSON") from None
         rdp = body.get("rdp") if isinstance(body, dict) else None
         if not isinstance(rdp, Mapping):
             return "", None

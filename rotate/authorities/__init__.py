@@ -1,0 +1,1 @@
+"""Authorities: where an account's password is checked and changed (one module per type)."""

@@ -1,0 +1,91 @@
+"""The Authority protocol: where an account's password is checked, and changed.
+
+An authority is one back end (an LDAP directory, Active Directory, a host over SSH, an
+external rotator, or none at all). Its *type* is a plugin (`AuthorityType`): it parses its own
+`[authorities.<name>]` section, checks the login names of the accounts that use it before
+anything changes, and builds the `Authority` a run talks to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rotate.models import Account, Secret
+
+
+@dataclass(frozen=True)
+class AuthoritySettings:
+    """The settings every authority has; each type adds its own fields in a subclass."""
+
+    name: str
+    type: str
+
+    @property
+    def changes(self) -> bool:
+        """Whether rotate sets passwords there (False: copies only, or another rotator)."""
+        return True
+
+    def warnings(self) -> tuple[str, ...]:
+        """What every report must say about this authority's settings (checks switched off)."""
+        return ()
+
+    def required_env(self) -> tuple[str, ...]:
+        """Environment variables that must be set for a run (its own credential's, when it
+        is not read from Vault): checked before any network call."""
+        return ()
+
+
+class SecretSource(Protocol):
+    """Where a back end's own credential comes from: an environment variable or Vault."""
+
+    def secret(self, env_var: str | None, vault_ref: str | None, what: str) -> Secret:
+        """The secret named by `env_var` (if set) or `vault_ref` (`<path>#<key>`);
+        ConfigError or StoreError naming `what` when neither gives one."""
+        ...
+
+
+class Authority(Protocol):
+    """One authority in a run. Errors: rotate.errors' RemoteError family."""
+
+    name: str
+
+    async def probe(self) -> str:
+        """Log in as rotate's admin; AdminRefused (exit 3) or AuthorityUnavailable if not."""
+        ...
+
+    async def login(self, account: Account, password: Secret) -> bool:
+        """Whether `password` logs in as the account; RemoteError when that cannot be told."""
+        ...
+
+    async def change(self, account: Account, password: Secret) -> None:
+        """Set the account's password; Rejected (not set), OutcomeUnknown, RemoteError (not
+        reached: not set)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and threads."""
+        ...
+
+
+class AuthorityType(Protocol):
+    """A kind of authority (`type = "ldap"`): a plugin the registry finds by its name."""
+
+    name: str
+
+    def parse(
+        self, name: str, table: Mapping[str, Any], errors: list[str]
+    ) -> AuthoritySettings | None:
+        """Settings from `[authorities.<name>]`; every problem appended to `errors`."""
+        ...
+
+    def check_account(
+        self, settings: AuthoritySettings, username: str, domain: str | None, host: str | None
+    ) -> list[tuple[str, str]]:
+        """What makes these login names unusable here, as (column, message) pairs."""
+        ...
+
+    def build(self, settings: AuthoritySettings, secrets: SecretSource) -> Authority:
+        """The authority a run talks to (its own credential read from `secrets`)."""
+        ...
