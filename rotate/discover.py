@@ -6,6 +6,10 @@ stored logon (read one by one; the password in that answer is dropped unread). R
 of each computer id the endpoint's `computers` setting names (the API lists no computers),
 its username from the connection's stored credentials.
 
+Rows with the same domain and username are one domain account stored in several places: they
+are proposed one `account` value (`DOMAIN\\username`) for a person to review. The `authority`
+column is left empty: name one per row, or set `[run] authority`, before `rotate plan`.
+
 The address-book API gives no username back: such rows cannot be rotated until someone fills
 the username in. By default they are left out (and counted in a warning), so the output
 feeds `rotate plan` unchanged; with `incomplete` they are written with an empty username and
@@ -82,6 +86,7 @@ class Found:
     domain: str | None = None
     policy: str = ""
     notes: str = ""
+    account: str = ""  # proposed: the same value on every row of one domain account
 
     @property
     def label(self) -> str:
@@ -100,6 +105,7 @@ class Found:
             "domain": self.domain or "",
             "policy": self.policy,
             "notes": self.notes,
+            "account": self.account,
         }
         return {c: _clean(values.get(c, "")) for c in COLUMNS}
 
@@ -113,6 +119,7 @@ class Discovery:
     warnings: list[str] = field(default_factory=list)
     skipped_endpoints: list[str] = field(default_factory=list)
     partial_endpoints: list[str] = field(default_factory=list)
+    shared_accounts: int = 0  # domain accounts found stored more than once
 
     def warn(self, message: str) -> None:
         log.warning("%s", message)
@@ -386,8 +393,32 @@ async def _discover(settings: Settings, secrets_: _Secrets) -> Discovery:
     return found
 
 
+def propose_accounts(rows: Sequence[Found]) -> tuple[list[Found], int]:
+    """Rows with one `account` value per domain account (same domain and user name, case
+    aside) that is stored more than once, and how many such accounts there are. Rows without
+    a domain are local accounts of their hosts: never grouped."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, row in enumerate(rows):
+        if row.domain and row.username:
+            groups.setdefault((row.domain.casefold(), row.username.casefold()), []).append(i)
+    out = list(rows)
+    shared = 0
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        shared += 1
+        first = rows[members[0]]
+        name = f"{first.domain}\\{first.username}"
+        for i in members:
+            out[i] = replace(rows[i], account=name)
+    return out, shared
+
+
 def _check(rows: list[Found], settings: Settings, found: Discovery) -> list[Found]:
-    """The rows the inventory loader accepts with this config; the others dropped, warned."""
+    """The rows the inventory loader accepts with this config; the others dropped, warned.
+    The authority is not discovered: rows are checked as if the config named a default."""
+    if not settings.run.authority:
+        settings = replace(settings, run=replace(settings.run, authority="none"))
     for _ in range(3):
         with tempfile.TemporaryDirectory(prefix="rotate-discover-") as tmp:
             path = Path(tmp) / "discovered.csv"
@@ -420,7 +451,9 @@ def discover(settings: Settings, *, store_factory: StoreFactory | None = None) -
         found = asyncio.run(_discover(settings, secrets_))
     finally:
         secrets_.close()
+    found.rows, shared = propose_accounts(found.rows)
     found.rows = _check(found.rows, settings, found)
+    found.shared_accounts = shared
     return found
 
 
@@ -488,7 +521,29 @@ def run_discover(
     if found.partial_endpoints:
         skipped += f"; read in part: {', '.join(found.partial_endpoints)}"
     print(f"discover: {len(rows)} row(s){where}{left_out}{skipped}", file=sys.stderr)
+    if found.shared_accounts:
+        print(
+            f"discover: {found.shared_accounts} domain account(s) are stored in several places: "
+            "their rows share a proposed `account` value (same domain and user name); review "
+            "them",
+            file=sys.stderr,
+        )
+    if not settings.run.authority:
+        print(
+            "discover: the `authority` column is empty: name where each account's password is "
+            "checked (an [authorities.<name>] section, or `none` for copies only), or set "
+            "`[run] authority`, before `rotate plan`",
+            file=sys.stderr,
+        )
     return found.exit_code
 
 
-__all__ = ["CONNECTION_TYPES", "Discovery", "Found", "discover", "run_discover", "to_csv"]
+__all__ = [
+    "CONNECTION_TYPES",
+    "Discovery",
+    "Found",
+    "discover",
+    "propose_accounts",
+    "run_discover",
+    "to_csv",
+]

@@ -1,20 +1,28 @@
-"""Inventory CSV -> validated rows, or every problem found; the only module importing pandas."""
+"""Inventory CSV -> validated usages grouped into accounts, or every problem found.
+
+The only module importing pandas. One row is one usage: a stored copy of an account's
+password (a Remotix connection, a cloud computer connection, a Spark View server). Rows that
+name the same `account` share one password, one Vault secret and one change at the account's
+authority; they must agree on the account's login names, authority, host, Vault path and
+policy, or the file is refused naming the rows.
+"""
 
 from __future__ import annotations
 
 import codecs
 import csv
 import enum
+import hashlib
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
 
 from rotate.errors import InventoryError, Problem
-from rotate.models import PROTOCOLS, SYSTEM_OF_KIND, Kind, Row
+from rotate.models import NO_AUTHORITY, PROTOCOLS, SYSTEM_OF_KIND, Account, Kind, Row
 from rotate.passwords import validate_policy_for
 from rotate.settings import Settings
 
@@ -23,7 +31,9 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "OPTIONAL_COLUMNS",
     "REQUIRED_COLUMNS",
+    "account_segment",
     "default_vault_path",
+    "group_accounts",
     "load_inventory",
 ]
 
@@ -37,6 +47,9 @@ OPTIONAL_COLUMNS = (
     "vault_path",
     "owner",
     "notes",
+    "account",
+    "authority",
+    "host",
 )
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
@@ -66,6 +79,26 @@ def default_vault_path(
     return f"{path}/{protocol}_{port}" if port is not None else f"{path}/{protocol}"
 
 
+_SAFE_SEGMENT = re.compile(r"[A-Za-z0-9._@-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@-]+")
+
+
+def account_segment(account: str) -> str:
+    """The Vault path segment of an account name: the name itself when it is made of letters,
+    digits and `._@-`, else a readable form of it with a short digest that keeps it unique
+    (`EXAMPLE\\administrator` -> `EXAMPLE_administrator-<8 hex>`)."""
+    if _SAFE_SEGMENT.fullmatch(account) and account not in (".", ".."):
+        return account
+    digest = hashlib.sha256(account.encode()).hexdigest()[:8]
+    readable = _UNSAFE.sub("_", account).strip("._") or "account"
+    return f"{readable[:80]}-{digest}"
+
+
+def account_vault_path(settings: Settings, account: str) -> str:
+    """`<prefix>/accounts/<segment>`: the default secret of a named account."""
+    return f"{settings.vault.prefix}/accounts/{account_segment(account)}"
+
+
 def load_inventory(
     path: str | Path, settings: Settings, *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> list[Row]:
@@ -78,6 +111,22 @@ def load_inventory(
     lines = _line_numbers(frame, skipped, spans=spans)
     # most files hold no odd character at all: one scan of the text spares a scan per cell
     odd = spans or "\t" in text or bool(_CONTROL_IN_TEXT.search(text))
+    if "authority" not in positions and not settings.run.authority:
+        raise InventoryError(
+            name,
+            [
+                Problem(
+                    None,
+                    "authority",
+                    "no row names its authority (where the account's password is checked and "
+                    "changed): add an `authority` column naming an [authorities.<name>] section "
+                    'of the config, or set `[run] authority = "<name>"` as the default; '
+                    "`none` rotates only the stored copies and leaves the host accounts "
+                    "unchanged. Rows that store one account's password should also share an "
+                    "`account` value: `rotate discover` proposes them",
+                )
+            ],
+        )
     rows, problems = _validate(frame.iloc[1:], positions, lines, settings, scan_controls=odd)
     if problems:
         raise InventoryError(name, problems)
@@ -271,7 +320,95 @@ def _validate(
         row = checker.check(lines[index + 1], _Cells(*cells), controls.get(index, ()))
         if row is not None:
             rows.append(row)
-    return rows, checker.problems
+    problems = checker.problems + _account_problems(rows)
+    problems.sort(key=lambda p: p.row or 0)
+    return rows, problems
+
+
+def _account_problems(rows: Sequence[Row]) -> list[Problem]:
+    """Rows of one account that disagree, and two accounts that are one login at one
+    authority (each would change the same password: invariant 8, one account one password)."""
+    problems: list[Problem] = []
+    first: dict[str, Row] = {}
+    for row in rows:
+        seen = first.setdefault(row.account_name, row)
+        if seen is row:
+            continue
+        for column, mine, theirs in (
+            ("username", row.username, seen.username),
+            ("domain", row.domain or "", seen.domain or ""),
+            ("authority", row.authority, seen.authority),
+            ("host", row.host or "", seen.host or ""),
+            ("policy", row.policy, seen.policy),
+            ("vault_path", row.vault_path, seen.vault_path),
+        ):
+            if mine != theirs:
+                problems.append(
+                    Problem(
+                        row.line,
+                        column,
+                        f"account {_show(row.account)} has {column} {_show(theirs)} on line "
+                        f"{seen.line} but {_show(mine)} here: every usage of one account "
+                        "carries the same one",
+                    )
+                )
+    logins: dict[tuple[str, str, str, str], Row] = {}
+    for row in first.values():
+        if row.authority == NO_AUTHORITY:
+            continue  # copies only: the same user name on two hosts is two accounts
+        login = (row.authority, row.username.casefold(), (row.domain or "").casefold(), "")
+        if row.host:
+            login = (*login[:3], row.host.casefold())
+        other = logins.setdefault(login, row)
+        if other is not row:
+            problems.append(
+                Problem(
+                    row.line,
+                    "account",
+                    f"account {_show(row.account)} is the same login as account "
+                    f"{_show(other.account)} (line {other.line}) at authority "
+                    f"{_show(row.authority)}: give all their rows one `account` value, so the "
+                    "password is changed once and every copy gets it",
+                )
+            )
+    paths: dict[str, Row] = {}
+    for row in first.values():
+        other = paths.setdefault(row.vault_path, row)
+        if other is not row:
+            problems.append(
+                Problem(
+                    row.line,
+                    "vault_path",
+                    f"vault path {_show(row.vault_path)} is also used by line {other.line}, "
+                    f"the secret of another account ({_show(other.account_name)})",
+                )
+            )
+    return problems
+
+
+def group_accounts(rows: Iterable[Row]) -> list[Account]:
+    """The accounts of validated rows, in the order of their first usage."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.account_name, []).append(row)
+    accounts = []
+    for name, usages in groups.items():
+        head = usages[0]
+        ages = [r.max_age_days for r in usages if r.max_age_days is not None]
+        accounts.append(
+            Account(
+                name=name,
+                authority=head.authority,
+                username=head.username,
+                domain=head.domain,
+                host=head.host,
+                vault_path=head.vault_path,
+                policy=head.policy,
+                max_age_days=min(ages) if ages else None,
+                usages=tuple(usages),
+            )
+        )
+    return accounts
 
 
 def _controls(values: list[list[str]]) -> dict[int, list[str]]:
@@ -309,6 +446,18 @@ class _Cells(NamedTuple):
     vault_path: str
     owner: str
     notes: str
+    account: str
+    authority: str
+    host: str
+
+
+def _account_name_problem(account: str) -> str | None:
+    """Why an `account` value cannot name an account (it becomes a Vault path segment)."""
+    if account.startswith(("/", "\\")) or account.endswith(("/", "\\")):
+        return "must not start or end with '/' or '\\'"
+    if any(part in (".", "..") for part in re.split(r"[/\\]", account)):
+        return "must not have a '.' or '..' part (it becomes a Vault path segment)"
+    return None
 
 
 class _RowChecker:
@@ -318,11 +467,12 @@ class _RowChecker:
         self.settings = settings
         self.problems: list[Problem] = []
         self.keys: dict[tuple[str, str, str, str, int | None], int] = {}
-        self.paths: dict[str, int] = {}
         self.pending = settings.vault.pending_root
         self.lease = settings.vault.lease_root
+        self.stale = settings.vault.stale_root
         self.known_endpoints = ", ".join(sorted(settings.endpoints)) or "none configured"
         self.known_policies = ", ".join(sorted(settings.policies))
+        self.known_authorities = ", ".join([NO_AUTHORITY, *sorted(settings.authorities)])
         self.line = 0
 
     def problem(self, column: str, message: str) -> None:
@@ -345,11 +495,17 @@ class _RowChecker:
             self.problem("domain", f"a domain only applies to RDP, not {protocol}")
         self._policy(cells, protocol)
         max_age = self._number(cells.max_age_days, "max_age_days", MAX_AGE_DAYS_LIMIT)
+        authority = self._authority(cells)
+        if cells.account and (why := _account_name_problem(cells.account)):
+            self.problem("account", f"{_show(cells.account)} {why}")
         path = self._vault_path(cells, kind, protocol, port, target_ok)
         if len(self.problems) > before or kind is None or protocol is None:
             return None
         if isinstance(port, _Invalid) or isinstance(max_age, _Invalid):  # pragma: no cover
             return None  # a problem was recorded: unreachable, here for the type checker
+        label = f"{cells.endpoint}/{kind.value}/{cells.target}/" + (
+            f"{protocol}_{port}" if port is not None else protocol
+        )
         return Row(
             line=line,
             endpoint=cells.endpoint,
@@ -364,7 +520,38 @@ class _RowChecker:
             vault_path=path or "",
             owner=cells.owner,
             notes=cells.notes,
+            account=cells.account or label,  # a row without one is an account of its own
+            authority=authority,
+            host=cells.host or None,
         )
+
+    def _authority(self, cells: _Cells) -> str:
+        """The row's authority (its own, else `[run] authority`), its login names checked."""
+        name = cells.authority or self.settings.run.authority
+        if not name:
+            self.problem(
+                "authority",
+                "no authority: name an [authorities.<name>] section of the config (or `none` "
+                "to rotate the stored copies only), or set `[run] authority` as the default",
+            )
+            return ""
+        if name == NO_AUTHORITY:
+            return name
+        settings = self.settings.authorities.get(name)
+        if settings is None:
+            self.problem(
+                "authority", f"unknown authority {_show(name)} (known: {self.known_authorities})"
+            )
+            return name
+        from rotate.registry import authority_type
+
+        plugin = authority_type(settings.type)
+        if plugin is not None and cells.username:
+            for column, message in plugin.check_account(
+                settings, cells.username, cells.domain or None, cells.host or None
+            ):
+                self.problem(column, message)
+        return name
 
     def _kind(self, cells: _Cells) -> Kind | None:
         """The row's kind, if it is one and its endpoint (known) serves it."""
@@ -472,19 +659,28 @@ class _RowChecker:
                     f"duplicate of line {first} (same endpoint, kind, target, protocol and port)",
                 )
                 return None  # its vault path would only repeat the news
-            path = cells.vault_path or default_vault_path(
-                self.settings, cells.endpoint, kind, cells.target, protocol, port
-            )
+            if cells.vault_path:
+                path = cells.vault_path
+            elif cells.account:
+                path = account_vault_path(self.settings, cells.account)
+            else:
+                path = default_vault_path(
+                    self.settings, cells.endpoint, kind, cells.target, protocol, port
+                )
         elif cells.vault_path:
             path = cells.vault_path
         else:
             return None
         # a default path can go wrong only through the endpoint's name (from the config)
-        column = "vault_path" if cells.vault_path else "endpoint"
+        column = "vault_path" if cells.vault_path else "account" if cells.account else "endpoint"
         if why := _path_problem(path):
             self.problem(column, f"vault path {_show(path)} {why}")
             return None
-        for area, root in (("pending area", self.pending), ("lease area", self.lease)):
+        for area, root in (
+            ("pending area", self.pending),
+            ("lease area", self.lease),
+            ("stale-usage area", self.stale),
+        ):
             if path == root or path.startswith(root + "/"):
                 # journal records of candidates live under <pending_root> and leases under
                 # <lease_root>: a secret in there would be mistaken for, or overwritten by,
@@ -495,7 +691,4 @@ class _RowChecker:
                     "rename the endpoint or give the row another vault_path",
                 )
                 return None
-        first = self.paths.setdefault(path, self.line)
-        if first != self.line:
-            self.problem(column, f"vault path {_show(path)} is also used by line {first}")
         return path

@@ -1,4 +1,4 @@
-"""Pure decisions: which rows are due for rotation, and how compliant each one is."""
+"""Pure decisions: which accounts are due for rotation, and how compliant each one is."""
 
 from __future__ import annotations
 
@@ -7,16 +7,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from rotate.models import Row, SecretState, Status
+from rotate.models import Account, Row, SecretState, Status
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether a row is due now, and why (a sentence for the report)."""
+    """Whether an account is due now, and why (a sentence for the report)."""
 
-    due: bool
+    due: bool  # a new password is due (or an unfinished one is to be finished)
     reason: str
-    resume: bool = False  # a pending candidate exists: re-send it rather than make a new one
+    resume: bool = False  # a pending candidate exists: finish it rather than make a new one
+    repair: bool = False  # some usages hold an older password: push the current one first
+
+    @property
+    def acts(self) -> bool:
+        """Whether a run does anything for the account."""
+        return self.due or self.repair
 
 
 def age_days(state: SecretState, now: datetime) -> float | None:
@@ -26,31 +32,46 @@ def age_days(state: SecretState, now: datetime) -> float | None:
     return (now - state.rotated_at).total_seconds() / 86400
 
 
-def max_age(row: Row, default_max_age_days: int) -> int:
-    return row.max_age_days if row.max_age_days is not None else default_max_age_days
+def max_age(item: Row | Account, default_max_age_days: int) -> int:
+    """The usage's or account's own maximum age, else the config's default."""
+    return item.max_age_days if item.max_age_days is not None else default_max_age_days
 
 
 def decide(
-    row: Row, state: SecretState, now: datetime, default_max_age_days: int, force: bool
+    item: Row | Account,
+    state: SecretState,
+    now: datetime,
+    default_max_age_days: int,
+    force: bool,
 ) -> Decision:
-    """Due when a rotation is unfinished, never done, too old, or forced."""
+    """Due when a rotation is unfinished, never done, too old, or forced; a repair when some
+    usages are recorded stale (they get the current password before anything new is made)."""
     if state.pending is not None:
         return Decision(
             True, f"unfinished rotation from run {state.pending.run_id}: resume it", resume=True
         )
-    limit = max_age(row, default_max_age_days)
+    repair = bool(state.stale)
+    first = f"repair {len(state.stale)} stale usage(s) first; " if repair else ""
+    limit = max_age(item, default_max_age_days)
     age = age_days(state, now)
     if age is None:
-        return Decision(True, "never rotated")
+        return Decision(True, f"{first}never rotated", repair=repair)
     if force:
-        return Decision(True, f"forced (age {age:.1f} d, max {limit} d)")
+        return Decision(True, f"{first}forced (age {age:.1f} d, max {limit} d)", repair=repair)
     if age >= limit:
-        return Decision(True, f"age {age:.1f} d reached max {limit} d")
+        return Decision(True, f"{first}age {age:.1f} d reached max {limit} d", repair=repair)
+    if repair:
+        return Decision(
+            False,
+            f"{len(state.stale)} usage(s) hold an older password: re-push the current one "
+            f"(age {age:.1f} d within max {limit} d)",
+            repair=True,
+        )
     return Decision(False, f"age {age:.1f} d within max {limit} d")
 
 
 def compliance(
-    row: Row,
+    row: Row | Account,
     state: SecretState,
     now: datetime,
     default_max_age_days: int,
@@ -102,8 +123,9 @@ class Shard:
         return cls(index, count)
 
     def holds(self, row: Row) -> bool:
-        """Whether the row is this shard's: the same answer on every host, every time."""
-        key = "\0".join(str(part) for part in row.key).encode()
+        """Whether the row is this shard's: the same answer on every host, every time. Every
+        usage of one account lands in the same shard (the key is the account)."""
+        key = row.account_name.encode()
         value = int.from_bytes(hashlib.sha256(key).digest()[:8], "big")
         return value % self.count == self.index
 

@@ -101,20 +101,24 @@ def test_discover_then_plan(
     assert {r["policy"] for r in rows if r["protocol"] == "VNC"} == {"vnc"}
     assert "password" not in text.splitlines()[0]
 
-    # It feeds `rotate plan` unchanged: exit 0, every discovered row planned (and due).
+    # Rows of one domain account (same domain and user name) share a proposed `account`;
+    # local accounts (no domain) are never grouped.
+    shared = [r for r in rows if (r["domain"], r["username"]) == ("EXAMPLE", "administrator")]
+    assert len(shared) == 2  # the cloud computers 123456 and 123458 (servers: svc-* accounts)
+    assert {r["account"] for r in shared} == {"EXAMPLE\\administrator"}
+    assert all(r["account"] == "" for r in rows if not r["domain"])
+    assert "domain account(s) are stored in several places" in captured.err
+    # The authority is not discovered: `rotate plan` says what to add, and changes nothing.
+    assert all(r["authority"] == "" for r in rows)
+    assert "the `authority` column is empty" in captured.err
     plan_json = world.out.parent / "plan.json"
-    code = main(
-        [
-            "plan",
-            str(out),
-            "--config",
-            str(config),
-            "--out-dir",
-            str(world.out),
-            "--json",
-            str(plan_json),
-        ]
-    )
+    args = ["--out-dir", str(world.out), "--json", str(plan_json)]
+    assert main(["plan", str(out), "--config", str(config), *args]) == 2
+    assert "[run] authority" in capsys.readouterr().err
+    # With a default authority, the discovered file feeds `rotate plan` unchanged: every
+    # discovered row planned (and due).
+    config.write_text(config.read_text().replace("[run]\n", '[run]\nauthority = "none"\n', 1))
+    code = main(["plan", str(out), "--config", str(config), *args])
     assert code == 0
     record = json.loads(plan_json.read_text())
     planned = {

@@ -199,7 +199,12 @@ Sections = dict[str, dict[str, str]]  # "[section]" -> key -> TOML literal
 def base_config(endpoint_url: str) -> Sections:
     return {
         "vault": {"mount": '"secret"', "prefix": '"rotate"', "auth": '"token"'},
-        "run": {"concurrency": "4", "per_endpoint_concurrency": "2", "retries": "0"},
+        "run": {
+            "concurrency": "4",
+            "per_endpoint_concurrency": "2",
+            "retries": "0",
+            "authority": '"none"',
+        },
         "policies.default": {"length": "24"},
         "policies.vnc": {"length": "8", "max_length": "8"},
         "endpoints.office": {
@@ -726,7 +731,8 @@ def test_a_file_that_is_not_a_clean_csv_is_rejected_as_a_whole(
         expected = ["not UTF-8", "0xe9", f"on line {line} "]
     elif fault == "too-many-fields":
         around[at] = ("", ",extra,cells")
-        expected = [f"row {line}: 14 fields where the header has 12"]
+        width = len(layout.header)
+        expected = [f"row {line}: {width + 2} fields where the header has {width}"]
     elif fault == "unclosed-quote":
         around[last] = ("", '\n"never closed')  # a record of its own, open to the end
         line = 1 + len(

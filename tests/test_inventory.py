@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ DEMO_TOML = ROOT / "inventories" / "demo.toml"
 HEADER = (
     "endpoint,kind,target,protocol,port,username,domain,policy,max_age_days,vault_path,owner,notes"
 )
+ACCOUNT_COLUMNS = ("account", "authority", "host")  # optional, and absent from HEADER
 COLUMNS_IN_HEADER = HEADER.split(",")
 # one valid row of each kind, to vary one cell at a time
 CONNECTION = "office-mac,connection,4567-89AB,RDP,,administrator,EXAMPLE,,,,IT,"
@@ -30,8 +32,10 @@ SERVER = "gw1,server,fin-rdp-01,,,svc-fin,EXAMPLE,,,,IT,"
 
 @pytest.fixture(scope="module")
 def demo_settings() -> Settings:
-    # VAULT_TOKEN set: load_settings then never looks at the developer's ~/.vault-token
-    return load_settings(DEMO_TOML, env={"VAULT_TOKEN": "t"})
+    # VAULT_TOKEN set: load_settings then never looks at the developer's ~/.vault-token.
+    # The rows written here name no authority: `[run] authority = "none"` is their default.
+    settings = load_settings(DEMO_TOML, env={"VAULT_TOKEN": "t"})
+    return replace(settings, run=replace(settings.run, authority="none"))
 
 
 def _load(tmp_path: Path, text: str | bytes, settings: Settings, **kwargs: int) -> list[Row]:
@@ -62,7 +66,7 @@ def _with(row: str, **cells: str) -> str:
 
 
 def test_the_columns_are_the_contract() -> None:
-    assert sorted(COLUMNS_IN_HEADER) == sorted(COLUMNS)
+    assert sorted([*COLUMNS_IN_HEADER, *ACCOUNT_COLUMNS]) == sorted(COLUMNS)
     assert COLUMNS[:4] == ("endpoint", "kind", "target", "username")  # the required ones
 
 
@@ -83,16 +87,23 @@ def test_the_demo_inventory_loads_with_every_kind_and_protocol(demo_settings: Se
     assert all(r.domain is None for r in rows if r.protocol != "RDP")
     assert all(r.owner and r.notes for r in rows)
     assert len({r.key for r in rows}) == len(rows)
-    assert len({r.vault_path for r in rows}) == len(rows)
+    # one secret per account: rows of one account share it, accounts never do
+    accounts = {r.account_name: r.vault_path for r in rows}
+    assert len(set(accounts.values())) == len(accounts) == 31
+    assert {r.authority for r in rows} == {"corp-ad", "branch-ad", "design-ldap", "none"}
 
 
 def test_the_demo_vault_paths(demo_settings: Settings) -> None:
     paths = {r.vault_path for r in load_inventory(DEMO_CSV, demo_settings)}
-    assert "rotate/office-mac/computer/123456/RDP_3390" in paths
-    assert "rotate/office-mac/computer/123456/RDP" in paths
-    assert "rotate/office-mac/connection/4567-89AB/RDP" in paths
-    assert "rotate/gw1/server/fin-rdp-01" in paths  # a server's path has no protocol
+    # a row without an account is an account of its own, at its usage's path
+    assert "rotate/office-mac/computer/123456/NEAR" in paths
+    assert "rotate/office-mac/connection/0A1B-2C3D/NEAR" in paths
+    assert "rotate/gw1/server/dev-rdp-01" in paths  # a server's path has no protocol
     assert "rotate/shared/ops-jump-01" in paths  # given explicitly
+    # a named account: <prefix>/accounts/<a safe segment of its name>
+    assert "rotate/accounts/operator@br-pos-01" in paths  # a safe name is its own segment
+    # `\` is not: a readable form and a digest of the name keep it apart from `EXAMPLE_...`
+    assert any(re.fullmatch(r"rotate/accounts/EXAMPLE_administrator-[0-9a-f]{8}", p) for p in paths)
 
 
 def test_a_row_is_read_as_written(tmp_path: Path, demo_settings: Settings) -> None:
@@ -115,6 +126,8 @@ def test_a_row_is_read_as_written(tmp_path: Path, demo_settings: Settings) -> No
         vault_path="rotate/office-mac/computer/123456/VNC_5901",
         owner="Front Office",
         notes="lobby",
+        account="office-mac/computer/123456/VNC_5901",  # none named: an account of its own
+        authority="none",
     )
     assert (server.protocol, server.policy, server.port, server.max_age_days) == (
         "RDP",
@@ -223,7 +236,7 @@ def test_good_variants_are_accepted(tmp_path: Path, demo_settings: Settings) -> 
 def test_an_endpoint_named_like_the_pending_area_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(
-        '[vault]\npending_prefix = "rotate/pend"\n'
+        '[vault]\npending_prefix = "rotate/pend"\n[run]\nauthority = "none"\n'
         '[endpoints.pend]\nsystem = "remotix"\nurl = "http://127.0.0.1:1"\n',
         encoding="utf-8",
     )
