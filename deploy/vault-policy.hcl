@@ -12,9 +12,11 @@
 # prefix, nor "delete", "destroy" or "undelete" of a password version: a rotation only adds
 # KV versions, and the previous password stays readable for rollback and audit.
 
-# Secret data under the prefix: the current passwords (rotate/<endpoint>/<kind>/...), the
-# journal records that stage a batch's candidates (rotate/_pending/<run id>-<n>) and the run
-# leases (rotate/_lease/...).
+# Secret data under the prefix: the current passwords (rotate/accounts/<account>, or
+# rotate/<endpoint>/<kind>/... for a row that names no account), the journal records that
+# stage a batch's candidates (rotate/_pending/<run id>-<n>), the records of usages that did
+# not take their account's password (rotate/_stale/<digest>) and the run leases
+# (rotate/_lease/...).
 #   read:   a secret's current value, a journal record (checks, resume, reconcile)
 #   create: a first version (never-rotated secret, new journal record, free lease)
 #   update: each later version, always with check-and-set
@@ -40,6 +42,12 @@ path "secret/metadata/rotate/*" {
 # definitely refused it). This rule is more specific than the one above and replaces it
 # here: read and list again.
 path "secret/metadata/rotate/_pending/*" {
+  capabilities = ["read", "list", "delete"]
+}
+
+# Stale usages: an account's record is deleted once each of its usages holds the account's
+# current password again (read and list again, as above).
+path "secret/metadata/rotate/_stale/*" {
   capabilities = ["read", "list", "delete"]
 }
 

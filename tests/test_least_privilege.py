@@ -15,12 +15,12 @@ import hvac
 import pytest
 
 from rotate import vaultauth
-from rotate.demo import convergence
 from tests.plugins.scene import (
     ROOT,
     World,
     assert_no_secret_in_outputs,
     cli,
+    converged,
     lockouts,
     reconfigure,
     snapshot,
@@ -38,7 +38,7 @@ def policy_for(prefix: str, edit: str | None = None) -> str:
     text = text.replace('"secret/data/rotate/', f'"secret/data/{prefix}/')
     text = text.replace('"secret/metadata/rotate/', f'"secret/metadata/{prefix}/')
     assert "rotate/" not in re.sub(r"#.*", "", text).replace(f"{prefix}/", ""), "another prefix"
-    if edit in ("_pending", "_lease"):
+    if edit in ("_pending", "_lease", "_stale"):
         rule = re.compile(rf'path "secret/metadata/{prefix}/{edit}/\*" \{{[^}}]*\}}\n')
         text, found = rule.subn("", text)
         assert found == 1
@@ -125,7 +125,7 @@ def test_a_scheduled_approle_run_on_the_shipped_policy_rotates_everything(
     assert cli(world, "run", "--json", str(record_path)) == 0
     record = json.loads(record_path.read_text())
     assert record["summary"]["rotated"] == record["summary"]["total"] == len(world.rows)
-    assert convergence(world.rows, world.states, world.store) == []
+    assert converged(world) == []
     assert lockouts(world) == []
     # The journal record was deleted once settled, the lease released, the token given back.
     with pytest.raises(hvac.exceptions.InvalidPath):
@@ -156,9 +156,13 @@ def test_a_scheduled_approle_run_on_the_shipped_policy_rotates_everything(
         ),
         ("_lease", "'delete' on secret/metadata/{prefix}/_lease/default (releasing the run lease)"),
         (
+            "_stale",
+            "'delete' on secret/metadata/{prefix}/_stale/preflight-00001 (dropping a stale-usage "
+            "record once its usages are repaired)",
+        ),
+        (
             "patch",
-            "'patch' or 'update' on secret/metadata/{prefix}/office-mac/connection/4567-89AB/RDP "
-            "(its versions and custom_metadata)",
+            "'patch' or 'update' on secret/metadata/{path} (its versions and custom_metadata)",
         ),
     ],
 )
@@ -172,12 +176,13 @@ def test_a_policy_missing_a_rule_is_refused_at_the_start_naming_it(
 ) -> None:
     prefix = world.settings.vault.prefix
     world.client.sys.create_or_update_acl_policy(approle_login.policy, policy_for(prefix, edit))
-    assert world.rows[0].vault_path == f"{prefix}/office-mac/connection/4567-89AB/RDP"
+    path = world.rows[0].vault_path
+    assert path.startswith(f"{prefix}/accounts/EXAMPLE_administrator-")
     before = snapshot(world, world.client)
 
     assert cli(world, "run", "--force") == 3
     captured = capsys.readouterr()
-    assert named.format(prefix=prefix) in captured.err
+    assert named.format(prefix=prefix, path=path) in captured.err
     assert "nothing was changed" in captured.err
     assert "Traceback" not in captured.err
     # Nothing changed: no Vault write (secrets, candidates, lease), not a single target call.

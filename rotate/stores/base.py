@@ -11,11 +11,11 @@ in a thread); the data plane is made of coroutines on the run's event loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from rotate.models import Credential, PendingCandidate, Secret, SecretState
+from rotate.models import Credential, PendingCandidate, Secret, SecretState, StaleUsage
 from rotate.stores.kv import VERSION_TIME, RotationTime
 
 
@@ -95,6 +95,18 @@ class SecretStore(Protocol):
 
     async def record_failure(self, path: str, run_id: str, at: datetime) -> None:
         """Note in the secret's metadata that an attempt failed or is in doubt."""
+        ...
+
+    async def stale(self) -> dict[str, dict[str, StaleUsage]]:
+        """Every usage recorded stale, by its account's secret path."""
+        ...
+
+    async def mark_stale(self, path: str, usages: Mapping[str, StaleUsage]) -> None:
+        """Record usages of the account at `path` that do not hold its current password."""
+        ...
+
+    async def clear_stale(self, path: str, labels: Sequence[str]) -> None:
+        """These usages (by label) of the account at `path` hold its current password now."""
         ...
 
     async def list_paths(self, root: str) -> list[str]:

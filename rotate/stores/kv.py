@@ -9,6 +9,9 @@ Layout (the no-lost-credential invariants of DESIGN.md):
   its record once it is promoted (it is then the current version) or discarded (the target
   definitely refused it); a record with none left is deleted. Readers of a secret never see
   a candidate: records live apart from the secrets.
+- *stale usages* (copies of an account's password that did not take its current version)
+  are recorded per account in one record under the stale root, `<stale_root>/<digest of the
+  account's path>`, with the version each one holds; the next run repairs them first.
 - an exception to the version time is written to `custom_metadata` with the version it
   applies to: a password adopted from a target (its age is unknown: it counts as never
   rotated) or one imported with a known rotation time. Failed attempts are noted there too.
@@ -22,6 +25,7 @@ it and the promoting write) instead of five.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol, TypeVar
 
 from rotate.errors import CasConflict, PendingConflict, StoreError
-from rotate.models import Credential, PendingCandidate, Secret, SecretState
+from rotate.models import Credential, PendingCandidate, Secret, SecretState, StaleUsage
 
 #: custom_metadata keys rotate writes (user keys are left alone)
 META_ROTATED_AT = "rotated_at"  # an imported rotation time ...
@@ -237,6 +241,28 @@ class _Journal:
         return tuple(str(e.get("password", "")) for e in self.entries.values())
 
 
+@dataclass(frozen=True)
+class _StaleRecord:
+    """The stale usages of one account, as this process last saw or wrote them."""
+
+    name: str
+    path: str  # the account's secret
+    version: int
+    entries: dict[str, dict[str, Any]]  # usage label -> held_version, since, run_id
+
+    def usages(self) -> dict[str, StaleUsage]:
+        found = {}
+        for label, entry in self.entries.items():
+            held = entry.get("held_version")
+            found[label] = StaleUsage(
+                usage=label,
+                held_version=int(held) if isinstance(held, int) and held > 0 else None,
+                since=parse_time(entry.get("since")),
+                run_id=str(entry.get("run_id") or ""),
+            )
+        return found
+
+
 def _entries_of(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     found = data.get("candidates")
     if not isinstance(found, Mapping):
@@ -250,10 +276,12 @@ def _entries_of(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 class KVSecrets:
     """Read state, stage, promote, discard and settle over a KV (see the module docstring)."""
 
-    def __init__(self, kv: KV, pending_root: str, lease_root: str) -> None:
+    def __init__(self, kv: KV, pending_root: str, lease_root: str, stale_root: str) -> None:
         self.kv = kv
         self._root = pending_root
         self._lease_root = lease_root
+        self._stale_root = stale_root
+        self._stale: dict[str, _StaleRecord] = {}  # account path -> its record, as last seen
         self._journals: dict[str, _Journal] = {}
         self._index: dict[str, str] = {}  # secret path -> journal record holding its candidate
         self._conflicts: dict[str, str] = {}  # secret path -> why it cannot be handled
@@ -415,9 +443,41 @@ class KVSecrets:
         check_path(path, self._root)
         await self.kv.patch_metadata(path, failure_metadata(run_id, at))
 
+    async def stale(self) -> dict[str, dict[str, StaleUsage]]:
+        """Every usage recorded stale, by its account's secret path: one LIST, and one read
+        per account that has some."""
+        names = [n for n in await self.kv.list(self._stale_root) if not n.endswith("/")]
+        loaded = await fan_out(self._load_stale, [f"{self._stale_root}/{n}" for n in names])
+        return {r.path: r.usages() for r in loaded if r is not None and r.entries}
+
+    async def mark_stale(self, path: str, usages: Mapping[str, StaleUsage]) -> None:
+        """Record these usages of the account at `path` as stale (merged with those recorded:
+        a usage stale since an earlier run keeps its first `since`)."""
+        check_path(path, self._root)
+
+        def merge(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+            merged = dict(entries)
+            for label, usage in usages.items():
+                known = merged.get(label)
+                since = known.get("since") if known else None
+                merged[label] = {
+                    "held_version": usage.held_version or 0,
+                    "since": since or utc_iso(usage.since or datetime.now(UTC)),
+                    "run_id": usage.run_id,
+                }
+            return merged
+
+        await self._update_stale(path, merge)
+
+    async def clear_stale(self, path: str, labels: Sequence[str]) -> None:
+        """These usages of the account at `path` now hold its current password."""
+        check_path(path, self._root)
+        gone = set(labels)
+        await self._update_stale(path, lambda e: {k: v for k, v in e.items() if k not in gone})
+
     async def list_paths(self, root: str) -> list[str]:
-        """Every secret path under `root`, leaving out rotate's pending and lease areas."""
-        own = (self._root, self._lease_root)
+        """Every secret path under `root`, leaving out rotate's pending, lease and stale areas."""
+        own = (self._root, self._lease_root, self._stale_root)
         found: list[str] = []
         folders = [root.strip("/")]
         while folders:
@@ -433,6 +493,51 @@ class KVSecrets:
         return sorted(found)
 
     # --- internals --------------------------------------------------------------------------
+
+    def _stale_name(self, path: str) -> str:
+        return f"{self._stale_root}/{hashlib.sha256(path.encode()).hexdigest()[:32]}"
+
+    async def _load_stale(self, name: str) -> _StaleRecord | None:
+        found = await self.kv.read(name)
+        if found is None:
+            return None
+        path = found.data.get("path")
+        usages = found.data.get("usages")
+        if not isinstance(path, str) or not isinstance(usages, Mapping):
+            raise StoreError(f"stale-usage record {self.kv.where(name)} is not one rotate wrote")
+        entries = {str(k): dict(v) for k, v in usages.items() if isinstance(v, Mapping)}
+        record = _StaleRecord(name, path, found.version, entries)
+        self._stale[path] = record
+        return record
+
+    async def _update_stale(
+        self,
+        path: str,
+        change: Callable[[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]],
+    ) -> None:
+        """Rewrite the account's stale-usage record (check-and-set), or delete it when empty."""
+        name = self._stale_name(path)
+        record = self._stale.get(path)
+        if record is None:
+            record = _StaleRecord(name, path, 0, {})  # 0: none known; CAS creates it
+        for _ in range(5):
+            entries = change(record.entries)
+            if entries == record.entries and (entries or not record.version):
+                return
+            try:
+                if entries:
+                    version = await self.kv.write(
+                        name, {"path": path, "usages": entries}, cas=record.version
+                    )
+                    record = _StaleRecord(name, path, version, entries)
+                    self._stale[path] = record
+                else:
+                    await self.kv.delete(name)
+                    self._stale.pop(path, None)
+                return
+            except CasConflict:
+                record = await self._load_stale(name) or _StaleRecord(name, path, 0, {})
+        raise StoreError(f"stale-usage record {self.kv.where(name)} kept changing")
 
     def _candidate(
         self, journal: _Journal, path: str, entry: Mapping[str, Any]

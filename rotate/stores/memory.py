@@ -11,13 +11,13 @@ import functools
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from rotate.errors import CasConflict, StoreError
-from rotate.models import Credential, PendingCandidate, Secret, SecretState
+from rotate.models import Credential, PendingCandidate, Secret, SecretState, StaleUsage
 from rotate.settings import VaultSettings
 from rotate.stores.kv import (
     VERSION_TIME,
@@ -164,7 +164,9 @@ class MemoryStore(KVSecrets):
     ) -> None:
         settings = settings or VaultSettings()
         self._memory = MemoryKV(settings.mount, clock or (lambda: datetime.now(UTC)))
-        super().__init__(self._memory, settings.pending_root, settings.lease_root)
+        super().__init__(
+            self._memory, settings.pending_root, settings.lease_root, settings.stale_root
+        )
         self.password_policies: dict[str, int] = {}  # name -> length, for generate_password
         self._faults: dict[str, list[_Fault]] = {}
         self._calls: Counter[str] = Counter()
@@ -213,6 +215,18 @@ class MemoryStore(KVSecrets):
     @_faulty
     async def record_failure(self, path: str, run_id: str, at: datetime) -> None:
         await super().record_failure(path, run_id, at)
+
+    @_faulty
+    async def stale(self) -> dict[str, dict[str, StaleUsage]]:
+        return await super().stale()
+
+    @_faulty
+    async def mark_stale(self, path: str, usages: Mapping[str, StaleUsage]) -> None:
+        await super().mark_stale(path, usages)
+
+    @_faulty
+    async def clear_stale(self, path: str, labels: Sequence[str]) -> None:
+        await super().clear_stale(path, labels)
 
     @_faulty
     async def list_paths(self, root: str) -> list[str]:

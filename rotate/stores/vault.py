@@ -84,7 +84,7 @@ class VaultStore(KVSecrets):
             settings, lambda: self._factory(), self._set_token, self._describe
         )
         self._kv = HttpKV(settings, lambda: self._keeper.token, self._keeper.masked)
-        super().__init__(self._kv, settings.pending_root, settings.lease_root)
+        super().__init__(self._kv, settings.pending_root, settings.lease_root, settings.stale_root)
 
     @property
     def requests(self) -> int:
@@ -261,6 +261,21 @@ class VaultStore(KVSecrets):
                     f"{m}/metadata/{self._root}/",
                     ("list",),
                     "finding unfinished rotations",
+                ),
+                _Need(
+                    f"{m}/data/{self._stale_root}/{_PREFLIGHT_JOURNAL}",
+                    ("read", "create", "update"),
+                    "recording usages that did not take their account's password",
+                ),
+                _Need(
+                    f"{m}/metadata/{self._stale_root}/{_PREFLIGHT_JOURNAL}",
+                    ("delete",),
+                    "dropping a stale-usage record once its usages are repaired",
+                ),
+                _Need(
+                    f"{m}/metadata/{self._stale_root}/",
+                    ("list",),
+                    "finding stale usages to repair",
                 ),
             ]
         if lease:
