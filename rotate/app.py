@@ -12,22 +12,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rotate import __version__
+from rotate.authorities.base import Authority
+from rotate.authorities.none import WARNING as COPY_ONLY
 from rotate.errors import (
     EXIT_ITEMS_FAILED,
     EXIT_OK,
     EXIT_REFUSED,
+    AuthorityUnavailable,
     CasConflict,
     ConfigError,
     EndpointUnavailable,
     StoreError,
 )
-from rotate.inventory import load_inventory
+from rotate.inventory import group_accounts, load_inventory
 from rotate.lease import Lease
-from rotate.models import Credential, Row, RunRecord, Secret, Status, System
-from rotate.pipeline import Options, Outcome, Runbook, Threshold
+from rotate.models import NO_AUTHORITY, Account, Credential, Row, RunRecord, Secret, System
 from rotate.planner import Shard
 from rotate.progress import NullProgress, Progress
+from rotate.registry import authority_type
 from rotate.report import ReportPaths, write_json, write_reports
+from rotate.runbook import Options, Outcome, Runbook, Threshold, exit_trouble
 from rotate.settings import Settings
 from rotate.stores.base import SecretStore
 from rotate.targets import Target, build_target
@@ -115,6 +119,63 @@ class _Unavailable:
         pass
 
 
+class Secrets:
+    """Back ends' own credentials (gateway and bind passwords): the environment, else Vault."""
+
+    def __init__(self, settings: Settings, store: SecretStore) -> None:
+        self.env = settings.env
+        self.store = store
+
+    def secret(self, env_var: str | None, vault_ref: str | None, what: str) -> Secret:
+        if env_var and self.env.get(env_var):
+            return Secret(self.env[env_var])
+        if vault_ref:
+            path, _, key = vault_ref.partition("#")
+            try:
+                return Secret(self.store.read_field(path, key))
+            except StoreError as exc:
+                raise StoreError(f"{what} not readable from Vault: {exc}") from None
+        raise ConfigError(f"{what}: environment variable {env_var} is not set")
+
+
+class _UnavailableAuthority:
+    """An authority that could not be built (its bind password unreadable): it fails its probe."""
+
+    def __init__(self, name: str, why: str) -> None:
+        self.name = name
+        self.why = why
+
+    async def probe(self) -> str:
+        raise AuthorityUnavailable(self.why)
+
+    async def login(self, account: Account, password: Secret) -> bool:  # pragma: no cover
+        raise AuthorityUnavailable(self.why)
+
+    async def change(self, account: Account, password: Secret) -> None:  # pragma: no cover
+        raise AuthorityUnavailable(self.why)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def build_authorities(
+    accounts: Sequence[Account], settings: Settings, store: SecretStore
+) -> dict[str, Authority]:
+    """One authority per name the accounts use (copy-only ones need none)."""
+    secrets = Secrets(settings, store)
+    built: dict[str, Authority] = {}
+    for name in sorted({a.authority for a in accounts if a.changes_host}):
+        config = settings.authorities[name]
+        plugin = authority_type(config.type)
+        if plugin is None:  # pragma: no cover - load_settings checked the type
+            raise ConfigError(f"authorities.{name}: unknown type {config.type!r}")
+        try:
+            built[name] = plugin.build(config, secrets)
+        except StoreError as exc:
+            built[name] = _UnavailableAuthority(name, str(exc))
+    return built
+
+
 def check_environment(rows: Sequence[Row], settings: Settings) -> None:
     """Config that depends on the environment, checked before any network call."""
     problems = []
@@ -126,6 +187,13 @@ def check_environment(rows: Sequence[Row], settings: Settings) -> None:
             problems.append(
                 f"endpoint {name}: environment variable {var} (the gateway password) is not set"
             )
+    for name in sorted({r.authority for r in rows}):
+        config = settings.authorities.get(name)
+        for var in config.required_env() if config is not None else ():
+            if not settings.env.get(var):
+                problems.append(
+                    f"authority {name}: environment variable {var} (its credential) is not set"
+                )
     if problems:
         raise ConfigError("\n".join(problems))
 
@@ -133,19 +201,20 @@ def check_environment(rows: Sequence[Row], settings: Settings) -> None:
 def build_targets(rows: Sequence[Row], settings: Settings, store: SecretStore) -> dict[str, Target]:
     """One target per endpoint the inventory uses; gateway passwords from env or Vault."""
     targets: dict[str, Target] = {}
+    secrets = Secrets(settings, store)
     for name in sorted({r.endpoint for r in rows}):
         endpoint = settings.endpoints[name]
         gateway: Secret | None = None
         if endpoint.system is System.SPARKVIEW:
-            if endpoint.gateway_password_env and settings.env.get(endpoint.gateway_password_env):
-                gateway = Secret(settings.env[endpoint.gateway_password_env])
-            elif endpoint.gateway_password_vault:
-                path, _, key = endpoint.gateway_password_vault.partition("#")
-                try:
-                    gateway = Secret(store.read_field(path, key))
-                except StoreError as exc:
-                    targets[name] = _Unavailable(name, f"gateway password not readable: {exc}")
-                    continue
+            try:
+                gateway = secrets.secret(
+                    endpoint.gateway_password_env,
+                    endpoint.gateway_password_vault,
+                    f"endpoint {name}: the gateway password",
+                )
+            except StoreError as exc:
+                targets[name] = _Unavailable(name, str(exc))
+                continue
         targets[name] = build_target(endpoint, settings.run, settings.env, gateway)
     return targets
 
@@ -174,6 +243,7 @@ async def _drive(
     rows: Sequence[Row],
     store: SecretStore,
     targets: Mapping[str, Target],
+    authorities: Mapping[str, Authority],
     run_id: str,
     lease: Lease | None,
     inputs_digest: str,
@@ -190,32 +260,37 @@ async def _drive(
         schedule_days=invocation.schedule_days,
         check_drift=invocation.shard is None,
     )
-    runbook = Runbook(invocation.settings, store, targets, options, invocation.progress)
+    runbook = Runbook(
+        invocation.settings, store, targets, options, invocation.progress, authorities
+    )
     keeper = asyncio.create_task(_keep_lease(lease, runbook)) if lease else None
+    accounts = group_accounts(rows)
     try:
         if invocation.mode == "plan":
-            return await runbook.plan(rows)
+            return await runbook.plan(accounts)
         if invocation.mode == "report":
-            return await runbook.report(rows)
+            return await runbook.report(accounts)
         if invocation.mode == "reconcile":
             from rotate.reconcile import reconcile
 
             return await reconcile(runbook, rows, invocation.repush)
-        return await runbook.run(rows)
+        return await runbook.run(accounts)
     finally:
         if keeper is not None:
             keeper.cancel()
-        await asyncio.gather(store.aclose(), *(t.aclose() for t in targets.values()))
+        await asyncio.gather(
+            store.aclose(),
+            *(t.aclose() for t in targets.values()),
+            *(a.aclose() for a in authorities.values()),
+        )
 
 
 def exit_code_for(mode: str, record: RunRecord) -> int:
-    """3 aborted; 1 when an item failed (or, when writing, is in doubt or not attempted)."""
+    """3 aborted; 1 when an item failed or is in drift (or, when writing, is in doubt, not
+    attempted or stale)."""
     if record.aborted:
         return EXIT_REFUSED
-    bad = {Status.FAILED}
-    if mode in WRITERS:
-        bad |= {Status.IN_DOUBT, Status.NOT_ATTEMPTED}
-    return EXIT_ITEMS_FAILED if any(i.status in bad for i in record.items) else EXIT_OK
+    return EXIT_ITEMS_FAILED if exit_trouble(mode, record.items) else EXIT_OK
 
 
 def summary_line(record: RunRecord) -> str:
@@ -226,7 +301,11 @@ def summary_line(record: RunRecord) -> str:
         for k, v in counts.items()
         if k != "total" and (v or k in ("rotated", "failed"))
     )
-    return f"{record.mode} {record.run_id}: {counts['total']} item(s): {shown} in {seconds:.1f} s"
+    accounts = f" of {len(record.accounts)} account(s)" if record.accounts else ""
+    return (
+        f"{record.mode} {record.run_id}: {counts['total']} item(s){accounts}: {shown} "
+        f"in {seconds:.1f} s"
+    )
 
 
 def execute(invocation: Invocation, store_factory: StoreFactory = default_store) -> Result:
@@ -243,6 +322,12 @@ def execute(invocation: Invocation, store_factory: StoreFactory = default_store)
         for name in sorted({r.endpoint for r in rows})
         if settings.endpoints[name].insecure
     )
+    for name in sorted({r.authority for r in rows}):
+        config = settings.authorities.get(name)
+        warnings += config.warnings() if config is not None else ()
+    copy_only = sorted({r.account_name for r in rows if r.authority == NO_AUTHORITY})
+    if copy_only:
+        warnings += (f"{len(copy_only)} account(s) have authority = none: {COPY_ONLY}",)
     for warning in warnings:
         log.warning("%s", warning)
     inventory_sha = file_sha256(invocation.inventory)
@@ -252,6 +337,7 @@ def execute(invocation: Invocation, store_factory: StoreFactory = default_store)
     store = store_factory(settings)
     lease: Lease | None = None
     targets: dict[str, Target] = {}
+    authorities: dict[str, Authority] = {}
     try:
         identity = store.check()
         log.info("run %s (%s) as %s on %s", run_id, invocation.mode, identity, settings.vault.addr)
@@ -269,9 +355,20 @@ def execute(invocation: Invocation, store_factory: StoreFactory = default_store)
             if (preflight := getattr(store, "preflight", None)) is not None:  # VaultStore
                 preflight([r.vault_path for r in rows], lease=lease.path)  # before any write
             lease.acquire()
-        targets = build_targets(rows, settings, store) if invocation.mode != "report" else {}
+        if invocation.mode != "report":
+            targets = build_targets(rows, settings, store)
+            authorities = build_authorities(group_accounts(rows), settings, store)
         outcome = asyncio.run(
-            _drive(invocation, rows, store, targets, run_id, lease, inventory_sha + config_sha)
+            _drive(
+                invocation,
+                rows,
+                store,
+                targets,
+                authorities,
+                run_id,
+                lease,
+                inventory_sha + config_sha,
+            )
         )
     finally:
         if lease is not None:
@@ -287,6 +384,8 @@ def execute(invocation: Invocation, store_factory: StoreFactory = default_store)
         config=settings.source,
         items=tuple(outcome.items),
         probes=tuple(outcome.probes),
+        accounts=tuple(outcome.accounts),
+        authority_probes=tuple(outcome.authority_probes),
         vault_addr=settings.vault.addr,
         vault_mount=settings.vault.mount,
         aborted=outcome.aborted,

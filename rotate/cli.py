@@ -16,9 +16,9 @@ from rich.logging import RichHandler
 from rotate import __version__
 from rotate.errors import EXIT_INTERRUPTED, RotateError
 from rotate.monitoring import ITEMS, json_handler, write_metrics
-from rotate.pipeline import Threshold
 from rotate.planner import Shard
 from rotate.progress import BarProgress, LogProgress, NullProgress, Progress
+from rotate.runbook import Threshold
 from rotate.settings import load_settings
 
 log = logging.getLogger("rotate")
@@ -80,7 +80,9 @@ def _threshold(text: str) -> Threshold:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inventory", type=Path, help="inventory CSV, one row per credential")
+    parser.add_argument(
+        "inventory", type=Path, help="inventory CSV, one row per usage of an account's password"
+    )
     parser.add_argument(
         "--config",
         type=Path,
@@ -99,7 +101,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="K/N",
         help="only the K-th of N parts of the inventory (0 <= K < N, a stable hash of each "
-        "credential), under a lease of its own: N schedulers share one inventory",
+        "account: all its usages in one part), under a lease of its own: N schedulers share "
+        "one inventory",
     )
     parser.add_argument(
         "--metrics-file",
@@ -121,10 +124,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rotate",
-        description="Rotate the stored passwords of Remotix and Spark View systems in bulk, "
-        "keeping every password in Vault/OpenBao.",
-        epilog="exit status: 0 all done; 1 some items failed or are in doubt; 2 bad usage, "
-        "config or inventory (nothing touched); 3 refused or aborted; 130 interrupted",
+        description="Rotate account passwords where they are checked (Active Directory, LDAP) "
+        "and in every Remotix and Spark View system that stores a copy, in bulk, keeping every "
+        "password in Vault/OpenBao.",
+        epilog="exit status: 0 all done; 1 some items failed, are in doubt, stale or in drift; "
+        "2 bad usage, config or inventory (nothing touched); 3 refused or aborted; "
+        "130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"rotate {__version__}")
     _verbosity(parser, argparse.SUPPRESS)
@@ -144,28 +149,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("run", help="rotate every due credential")
     _common(p)
-    p.add_argument("--force", action="store_true", help="rotate every row, due or not")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rotate every account, due or not; also reset an account in drift (Vault's "
+        "password no longer logs in) or changed out of band",
+    )
     p.add_argument(
         "--concurrency",
         type=_positive_int,
         default=None,
         metavar="N",
-        help="items in flight in the whole run (default: [run] concurrency)",
+        help="accounts in flight in the whole run (default: [run] concurrency)",
     )
     p.add_argument(
         "--max-failures",
         type=_threshold,
         default=None,
         metavar="N|N%",
-        help="stop starting new items once more than N items (or N%% of them) failed or "
-        "are in doubt; exit 3",
+        help="stop starting new accounts once more than N accounts (or N%% of them) failed "
+        "or are in doubt; exit 3",
     )
     p.add_argument(
         "--canary",
         type=_positive_int,
         default=0,
         metavar="N",
-        help="rotate N items first (spread over the endpoints); stop if any fails; exit 3",
+        help="rotate N accounts first (spread over the endpoints); stop if any fails; exit 3",
     )
 
     p.add_argument(

@@ -15,11 +15,13 @@ from rotate.errors import (
     EXIT_REFUSED,
     OutcomeUnknown,
     Rejected,
+    RemoteError,
     StoreError,
-    TargetError,
 )
+from rotate.inventory import group_accounts
 from rotate.models import Credential, ItemResult, Row, Secret, SecretState, Stage, Status
-from rotate.pipeline import Outcome, Runbook, interleave, now_utc
+from rotate.protocol import now_utc
+from rotate.runbook import Outcome, Runbook, interleave
 from rotate.stores.kv import VERSION_TIME
 
 __all__ = ["reconcile", "reconcile_exit_code"]
@@ -47,7 +49,12 @@ async def reconcile(runbook: Runbook, rows: Sequence[Row], repush: bool) -> Outc
     passwords and repairs the side that is off. Stops starting items once the runbook is
     aborted (a lost lease).
     """
-    states = await runbook.read_states(rows)
+    accounts = group_accounts(rows)
+    by_account = dict(
+        zip((a.name for a in accounts), await runbook.read_states(accounts), strict=True)
+    )
+    states = [by_account[row.account_name] for row in rows]
+    shared = {a.name for a in accounts if len(a.usages) > 1 or a.changes_host}
     results: dict[int, ItemResult] = {}
     readable: list[tuple[int, Row, SecretState]] = []
     for i, (row, state) in enumerate(zip(rows, states, strict=True)):
@@ -79,7 +86,9 @@ async def reconcile(runbook: Runbook, rows: Sequence[Row], repush: bool) -> Outc
             if runbook.aborted:  # the lease was lost: no new item starts
                 result = _not_attempted(row, state, "not started: run aborted", runbook.aborted)
             else:
-                result = await _Item(runbook, row, state, repush).reconcile()
+                result = await _Item(
+                    runbook, row, state, repush, row.account_name in shared
+                ).reconcile()
             progress.item_done(row, result.status)
             results[i] = result
 
@@ -117,7 +126,13 @@ def _not_attempted(row: Row, state: SecretState, reason: str, error: str) -> Ite
 class _Item:
     """One row: read the target back, compare with Vault's current and pending, repair."""
 
-    def __init__(self, runbook: Runbook, row: Row, state: SecretState, repush: bool) -> None:
+    def __init__(
+        self, runbook: Runbook, row: Row, state: SecretState, repush: bool, shared: bool
+    ) -> None:
+        # shared: the account has an authority or other usages; its pending candidate is
+        # settled by `rotate run` (which asks the authority), and no usage's password is
+        # adopted into Vault on its own
+        self.shared = shared
         self.runbook = runbook
         self.store = runbook.store
         self.target = runbook.targets[row.endpoint]
@@ -153,12 +168,18 @@ class _Item:
         )
 
     async def reconcile(self) -> ItemResult:
+        if self.shared and self.state.pending is not None:
+            return self.result(
+                Status.SKIPPED,
+                "an unfinished rotation of a shared or authority-checked account: "
+                "`rotate run` finishes it (it asks the authority which password it holds)",
+            )
         held: Secret | None = None
         readable = self.target.verifiable(self.row)
         if readable:
             try:
                 held = await self.target.read_back(self.row)
-            except TargetError as exc:
+            except RemoteError as exc:
                 return self.result(
                     Status.FAILED, "target not compared", error=f"read-back failed: {exc}"
                 )
@@ -200,6 +221,13 @@ class _Item:
                 pending.credential,
                 verify=True,
                 reason="target holds neither: re-sent the pending candidate and promoted it",
+            )
+        if self.shared:
+            return self.result(
+                Status.FAILED,
+                "Vault has no password for this account",
+                error="not adopted: the account is shared or checked at an authority; "
+                "`rotate run` sets one password for it",
             )
         return await self.adopt(held)
 
@@ -284,7 +312,7 @@ class _Item:
                 found,
                 error=f"re-push {exc}; Vault unchanged, reconcile again to settle it",
             )
-        except TargetError as exc:
+        except RemoteError as exc:
             return self.result(Status.FAILED, found, error=f"target not reached: {exc}")
         if not verify:
             return self.result(Status.REPAIRED, done, Stage.PUSHED, verified=False)
@@ -335,7 +363,7 @@ class _Item:
             )
         except OutcomeUnknown as exc:
             return self.result(Status.IN_DOUBT, found, Stage.STAGED, error=f"{exc}; {kept}")
-        except TargetError as exc:
+        except RemoteError as exc:
             return self.result(
                 Status.FAILED, found, Stage.STAGED, error=f"target not reached: {exc}; {kept}"
             )
@@ -360,7 +388,7 @@ class _Item:
         """Read the target back after a push; the note says why it is unverified."""
         try:
             held = await self.target.read_back(self.row)
-        except TargetError as exc:
+        except RemoteError as exc:
             return _Check.UNVERIFIED, f"pushed; read-back failed ({exc})"
         if held is None:
             return _Check.UNVERIFIED, "pushed; the read-back has no password"

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
-from rotate.errors import TargetError
+from rotate.errors import RemoteError
 from rotate.models import Credential, Kind, Row, Secret, System
 from rotate.settings import EndpointSettings, RunSettings
 from rotate.sim.faults import Faults
@@ -206,7 +206,7 @@ async def test_a_failed_link_update_is_a_secret_free_target_error(httpx_mock: HT
     gateway.update_error = f"rejected: pwd={NEW} old={OLD} link={LINK_PASSWORD} {GATEWAY_MD5}"
     httpx_mock.add_callback(gateway, is_reusable=True)
     t = target(replace(SV, reset_twofa=True))
-    with pytest.raises(TargetError) as caught:
+    with pytest.raises(RemoteError) as caught:
         await t.follow_up(server_row(), CRED)
     message = str(caught.value)
     assert f"access link {link_ref('L1')} not updated" in message
@@ -226,7 +226,7 @@ async def test_a_failed_list_is_remembered_not_repeated(httpx_mock: HTTPXMock) -
     httpx_mock.add_callback(gateway, is_reusable=True)
     t = target()
     for _ in range(3):
-        with pytest.raises(TargetError, match="access links not checked"):
+        with pytest.raises(RemoteError, match="access links not checked"):
             await t.follow_up(server_row(), CRED)
     assert len(Gateway.calls(httpx_mock, "list")) == RUN.retries + 1  # one list, its retries
     assert Gateway.calls(httpx_mock, "update") == []

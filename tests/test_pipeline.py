@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rotate.errors import EndpointUnavailable, OutcomeUnknown, Rejected, TargetError
+from rotate.errors import EndpointUnavailable, OutcomeUnknown, Rejected, RemoteError
+from rotate.inventory import group_accounts
 from rotate.models import Credential, Kind, PendingCandidate, Row, Secret, Stage, Status, System
-from rotate.pipeline import Options, Runbook
+from rotate.runbook import Options, Runbook
 from rotate.settings import EndpointSettings, PolicySettings, RunSettings, Settings
 from rotate.stores.memory import MemoryStore
 
@@ -52,7 +53,7 @@ class FakeTarget:
             if how == "reject":
                 raise Rejected("HTTP 400: password too long")
             if how == "unreachable":
-                raise TargetError("failed after 3 attempt(s): ConnectError")
+                raise RemoteError("failed after 3 attempt(s): ConnectError")
             if how == "unknown":
                 self.held[row.target] = credential.password.reveal()
                 raise OutcomeUnknown("outcome unknown after 3 attempt(s): ReadTimeout")
@@ -68,7 +69,7 @@ class FakeTarget:
 
     async def follow_up(self, row: Row, credential: Credential) -> list[str]:
         if self.behaviour.get(row.target) == "followup-fails":
-            raise TargetError("GET /SYMLINK?action=update: HTTP 503")
+            raise RemoteError("GET /SYMLINK?action=update: HTTP 503")
         return [f"access link of {row.target} updated"]
 
     async def aclose(self) -> None:
@@ -78,7 +79,7 @@ class FakeTarget:
 def make_rows(n: int, endpoint: str = "ep1") -> list[Row]:
     return [
         Row(
-            line=i + 2,
+            line=i + 2 + 1000 * int(endpoint[-1]),  # unique: items come back in line order
             endpoint=endpoint,
             kind=Kind.COMPUTER,
             target=f"t{i}",
@@ -116,7 +117,7 @@ async def test_rotation_stages_before_push_then_promotes() -> None:
     store = MemoryStore()
     target = FakeTarget("ep1", store)
     rows = make_rows(5)
-    out = await runbook(store, {"ep1": target}).run(rows)
+    out = await runbook(store, {"ep1": target}).run(group_accounts(rows))
     assert [i.status for i in out.items] == [Status.ROTATED] * 5
     assert all(target.pending_at_push)
     assert store.pending_paths() == []
@@ -134,8 +135,8 @@ async def test_second_rotation_keeps_previous_version() -> None:
     store = MemoryStore()
     target = FakeTarget("ep1", store)
     rows = make_rows(1)
-    await runbook(store, {"ep1": target}).run(rows)
-    out = await runbook(store, {"ep1": target}, force=True).run(rows)
+    await runbook(store, {"ep1": target}).run(group_accounts(rows))
+    out = await runbook(store, {"ep1": target}, force=True).run(group_accounts(rows))
     assert out.items[0].vault_version == 2
     first, second = store.versions(rows[0].vault_path)
     assert first.password != second.password
@@ -146,9 +147,9 @@ async def test_not_due_rows_are_skipped() -> None:
     store = MemoryStore()
     target = FakeTarget("ep1", store)
     rows = make_rows(2)
-    await runbook(store, {"ep1": target}).run(rows)
+    await runbook(store, {"ep1": target}).run(group_accounts(rows))
     pushes = target.pushes
-    out = await runbook(store, {"ep1": target}).run(rows)
+    out = await runbook(store, {"ep1": target}).run(group_accounts(rows))
     assert [i.status for i in out.items] == [Status.SKIPPED, Status.SKIPPED]
     assert "within max 30 d" in out.items[0].reason
     assert target.pushes == pushes
@@ -158,10 +159,10 @@ async def test_rejection_discards_candidate_and_keeps_current() -> None:
     store = MemoryStore()
     target = FakeTarget("ep1", store)
     rows = make_rows(2)
-    await runbook(store, {"ep1": target}).run(rows)
+    await runbook(store, {"ep1": target}).run(group_accounts(rows))
     before = store.versions(rows[0].vault_path)
     target.behaviour["t0"] = "reject"
-    out = await runbook(store, {"ep1": target}, force=True).run(rows)
+    out = await runbook(store, {"ep1": target}, force=True).run(group_accounts(rows))
     assert out.items[0].status is Status.FAILED
     assert "candidate discarded" in out.items[0].error
     assert out.items[1].status is Status.ROTATED  # a neighbour's failure cancels nothing
@@ -175,7 +176,7 @@ async def test_unknown_outcome_is_in_doubt_and_candidate_kept_then_resumed() -> 
     target = FakeTarget("ep1", store)
     rows = make_rows(1)
     target.behaviour["t0"] = "unknown"
-    out = await runbook(store, {"ep1": target}).run(rows)
+    out = await runbook(store, {"ep1": target}).run(group_accounts(rows))
     assert out.items[0].status is Status.IN_DOUBT
     assert store.pending_paths() == [rows[0].vault_path]
     # Invariant 1: what the target may hold is readable from Vault.
@@ -184,7 +185,7 @@ async def test_unknown_outcome_is_in_doubt_and_candidate_kept_then_resumed() -> 
     assert pending.password.reveal() == target.held["t0"]
     # The next run re-sends the same candidate, verifies and promotes it.
     target.behaviour.clear()
-    out = await runbook(store, {"ep1": target}).run(rows)
+    out = await runbook(store, {"ep1": target}).run(group_accounts(rows))
     assert out.items[0].status is Status.ROTATED
     assert "unfinished rotation" in out.items[0].reason
     (current,) = store.versions(rows[0].vault_path)
@@ -197,9 +198,9 @@ async def test_unreachable_target_on_resume_keeps_candidate() -> None:
     target = FakeTarget("ep1", store, verifiable=False)
     rows = make_rows(1)
     target.behaviour["t0"] = "unknown"
-    await runbook(store, {"ep1": target}).run(rows)
+    await runbook(store, {"ep1": target}).run(group_accounts(rows))
     target.behaviour["t0"] = "unreachable"
-    out = await runbook(store, {"ep1": target}).run(rows)
+    out = await runbook(store, {"ep1": target}).run(group_accounts(rows))
     assert out.items[0].status is Status.FAILED
     assert store.pending_paths() == [rows[0].vault_path]
 
@@ -209,7 +210,7 @@ async def test_read_back_mismatch_is_in_doubt() -> None:
     target = FakeTarget("ep1", store)
     rows = make_rows(1)
     target.behaviour["t0"] = "mismatch"
-    out = await runbook(store, {"ep1": target}).run(rows)
+    out = await runbook(store, {"ep1": target}).run(group_accounts(rows))
     assert out.items[0].status is Status.IN_DOUBT
     assert store.versions(rows[0].vault_path) == []
 
@@ -217,7 +218,7 @@ async def test_read_back_mismatch_is_in_doubt() -> None:
 async def test_write_only_target_is_pushed_not_verified() -> None:
     store = MemoryStore()
     target = FakeTarget("ep1", store, verifiable=False)
-    out = await runbook(store, {"ep1": target}).run(make_rows(1))
+    out = await runbook(store, {"ep1": target}).run(group_accounts(make_rows(1)))
     assert out.items[0].status is Status.ROTATED
     assert out.items[0].verified is False
 
@@ -227,7 +228,7 @@ async def test_failed_probe_means_no_writes_and_not_attempted() -> None:
     good = FakeTarget("ep1", store)
     bad = FakeTarget("ep2", store, probe_ok=False)
     rows = make_rows(2) + make_rows(2, "ep2")
-    out = await runbook(store, {"ep1": good, "ep2": bad}).run(rows)
+    out = await runbook(store, {"ep1": good, "ep2": bad}).run(group_accounts(rows))
     assert [i.status for i in out.items] == [Status.ROTATED] * 2 + [Status.NOT_ATTEMPTED] * 2
     assert bad.pushes == 0
     assert "HTTP 503" in out.items[2].error
@@ -239,7 +240,7 @@ async def test_stage_failure_leaves_target_untouched() -> None:
     store = MemoryStore()
     target = FakeTarget("ep1", store)
     store.fail_next("stage", times=1)
-    out = await runbook(store, {"ep1": target}, concurrency=1).run(make_rows(2))
+    out = await runbook(store, {"ep1": target}, concurrency=1).run(group_accounts(make_rows(2)))
     assert out.items[0].status is Status.FAILED
     assert "target untouched" in out.items[0].error
     assert out.items[1].status is Status.ROTATED
@@ -251,7 +252,7 @@ async def test_promote_failure_is_in_doubt_and_keeps_candidate() -> None:
     target = FakeTarget("ep1", store)
     rows = make_rows(1)
     store.fail_next("promote", times=1)
-    out = await runbook(store, {"ep1": target}).run(rows)
+    out = await runbook(store, {"ep1": target}).run(group_accounts(rows))
     assert out.items[0].status is Status.IN_DOUBT
     pending = store.candidates().get(rows[0].vault_path)
     assert pending is not None
@@ -261,7 +262,7 @@ async def test_promote_failure_is_in_doubt_and_keeps_candidate() -> None:
 async def test_global_concurrency_bound_holds() -> None:
     store = MemoryStore()
     target = FakeTarget("ep1", store)
-    out = await runbook(store, {"ep1": target}, concurrency=3).run(make_rows(20))
+    out = await runbook(store, {"ep1": target}, concurrency=3).run(group_accounts(make_rows(20)))
     assert all(i.status is Status.ROTATED for i in out.items)
     assert target.max_in_flight == 3
 
@@ -270,7 +271,7 @@ async def test_plan_reads_only() -> None:
     store = MemoryStore()
     target = FakeTarget("ep1", store)
     rows = make_rows(3)
-    await runbook(store, {"ep1": target}).run(rows[:1])
+    await runbook(store, {"ep1": target}).run(group_accounts(rows[:1]))
     before = [store.versions(r.vault_path) for r in rows]
     book = Runbook(
         settings(),
@@ -278,7 +279,7 @@ async def test_plan_reads_only() -> None:
         {"ep1": target},  # type: ignore[dict-item]
         Options(run_id="p", mode="plan"),
     )
-    out = await book.plan(rows)
+    out = await book.plan(group_accounts(rows))
     assert [i.status for i in out.items] == [Status.NOT_DUE, Status.DUE, Status.DUE]
     assert out.items[1].reason == "never rotated"
     assert [store.versions(r.vault_path) for r in rows] == before
@@ -293,7 +294,7 @@ async def test_report_statuses() -> None:
     await store.promote(rows[0].vault_path, Credential("admin", Secret("x" * 12)), None, old)
     await store.promote(rows[1].vault_path, Credential("admin", Secret("y" * 12)), None)
     book = Runbook(settings(), store, {}, Options(run_id="c", mode="report"))
-    out = await book.report(rows)
+    out = await book.report(group_accounts(rows))
     assert [i.status for i in out.items] == [Status.OVERDUE, Status.COMPLIANT, Status.NEVER_ROTATED]
 
 
@@ -302,7 +303,7 @@ async def test_no_password_in_any_item_record(how: str) -> None:
     store = MemoryStore()
     target = FakeTarget("ep1", store)
     target.behaviour["t0"] = how
-    out = await runbook(store, {"ep1": target}).run(make_rows(1))
+    out = await runbook(store, {"ep1": target}).run(group_accounts(make_rows(1)))
     text = repr(out.items) + str([i.as_record() for i in out.items])
     for held in list(target.held.values()):
         assert held not in text
@@ -312,7 +313,7 @@ async def test_no_password_in_any_item_record(how: str) -> None:
 
 
 def test_interleave_round_robins_endpoints() -> None:
-    from rotate.pipeline import interleave
+    from rotate.runbook import interleave
 
     items = ["a1", "a2", "a3", "b1", "c1", "c2"]
     assert interleave(items, key=lambda s: s[0]) == ["a1", "b1", "c1", "a2", "c2", "a3"]
@@ -322,7 +323,7 @@ async def test_items_spread_over_endpoints_under_a_small_global_bound() -> None:
     store = MemoryStore()
     t1, t2 = FakeTarget("ep1", store), FakeTarget("ep2", store)
     rows = make_rows(6) + make_rows(6, "ep2")
-    out = await runbook(store, {"ep1": t1, "ep2": t2}, concurrency=2).run(rows)
+    out = await runbook(store, {"ep1": t1, "ep2": t2}, concurrency=2).run(group_accounts(rows))
     assert all(i.status is Status.ROTATED for i in out.items)
     # With endpoints interleaved, both endpoints work side by side rather than one after other.
     assert t1.max_in_flight == 1
@@ -340,7 +341,7 @@ def runbook_with(store: MemoryStore, targets: dict[str, FakeTarget], **options: 
 
 @pytest.mark.parametrize("spec", ["2", "10%"])
 async def test_max_failures_stops_starting_items_once_crossed(spec: str) -> None:
-    from rotate.pipeline import Threshold
+    from rotate.runbook import Threshold
 
     store = MemoryStore()
     target = FakeTarget("ep1", store)
@@ -348,7 +349,7 @@ async def test_max_failures_stops_starting_items_once_crossed(spec: str) -> None
     for row in rows:
         target.behaviour[row.target] = "reject"
     book = runbook_with(store, {"ep1": target}, concurrency=1, max_failures=Threshold.parse(spec))
-    out = await book.run(rows)
+    out = await book.run(group_accounts(rows))
     statuses = [i.status for i in out.items]
     # 2 failures are tolerated (2, or 10 % of 30 = 3 -> 3); the next one crosses the line.
     tolerated = 2 if spec == "2" else 3
@@ -363,7 +364,7 @@ async def test_max_failures_stops_starting_items_once_crossed(spec: str) -> None
 
 
 def test_threshold_parsing() -> None:
-    from rotate.pipeline import Threshold
+    from rotate.runbook import Threshold
 
     assert Threshold.parse("5").limit(100) == 5
     assert Threshold.parse("2.5%").limit(200) == 5
@@ -377,7 +378,7 @@ async def test_canary_failure_stops_the_rest() -> None:
     t1, t2 = FakeTarget("ep1", store), FakeTarget("ep2", store)
     rows = make_rows(5) + make_rows(5, "ep2")
     t2.behaviour["t0"] = "reject"  # the second canary item (interleaved: ep1 t0, ep2 t0)
-    out = await runbook_with(store, {"ep1": t1, "ep2": t2}, canary=2).run(rows)
+    out = await runbook_with(store, {"ep1": t1, "ep2": t2}, canary=2).run(group_accounts(rows))
     assert "canary failed: 1 of the first 2" in out.aborted
     assert t1.pushes + t2.pushes == 2
     statuses = [i.status for i in out.items]
@@ -390,7 +391,7 @@ async def test_canary_success_goes_on_with_the_rest() -> None:
     store = MemoryStore()
     t1, t2 = FakeTarget("ep1", store), FakeTarget("ep2", store)
     rows = make_rows(5) + make_rows(5, "ep2")
-    out = await runbook_with(store, {"ep1": t1, "ep2": t2}, canary=3).run(rows)
+    out = await runbook_with(store, {"ep1": t1, "ep2": t2}, canary=3).run(group_accounts(rows))
     assert out.aborted == ""
     assert all(i.status is Status.ROTATED for i in out.items)
 
@@ -401,23 +402,25 @@ async def test_plan_hash_approves_a_run_and_refuses_a_changed_plan() -> None:
     store = MemoryStore()
     target = FakeTarget("ep1", store)
     rows = make_rows(4)
-    plan = await runbook_with(store, {"ep1": target}, inputs_digest="abc").plan(rows)
+    plan = await runbook_with(store, {"ep1": target}, inputs_digest="abc").plan(
+        group_accounts(rows)
+    )
     assert len(plan.plan_hash) == 16
     # Other inputs: refused before any write.
     with pytest.raises(PlanChanged, match="plan changed since it was approved"):
         await runbook_with(
             store, {"ep1": target}, inputs_digest="abd", expected_plan_hash=plan.plan_hash
-        ).run(rows)
+        ).run(group_accounts(rows))
     # Another due set (one row fewer): refused too.
     with pytest.raises(PlanChanged):
         await runbook_with(
             store, {"ep1": target}, inputs_digest="abc", expected_plan_hash=plan.plan_hash
-        ).run(rows[:3])
+        ).run(group_accounts(rows[:3]))
     assert target.pushes == 0
     assert store.pending_paths() == []
     out = await runbook_with(
         store, {"ep1": target}, inputs_digest="abc", expected_plan_hash=plan.plan_hash
-    ).run(rows)
+    ).run(group_accounts(rows))
     assert all(i.status is Status.ROTATED for i in out.items)
 
 
@@ -425,13 +428,13 @@ async def test_report_shows_last_attempt_failed_schedule_and_drift() -> None:
     store = MemoryStore()
     target = FakeTarget("ep1", store)
     rows = make_rows(4)
-    await runbook(store, {"ep1": target}).run(rows[:3])
+    await runbook(store, {"ep1": target}).run(group_accounts(rows[:3]))
     target.behaviour["t1"] = "reject"
-    await runbook(store, {"ep1": target}, force=True).run(rows[1:2])
+    await runbook(store, {"ep1": target}, force=True).run(group_accounts(rows[1:2]))
     # A secret under the prefix that no row names.
     await store.promote("rotate/ep1/computer/gone/RDP", Credential("x", Secret("y" * 12)), None)
     book = Runbook(settings(), store, {}, Options(run_id="c", mode="report", schedule_days=31))
-    out = await book.report(rows)
+    out = await book.report(group_accounts(rows))
     statuses = [i.status for i in out.items]
     assert statuses == [
         Status.COMPLIANT,
@@ -455,7 +458,7 @@ async def test_follow_ups_are_recorded_and_their_failure_noted_not_fatal() -> No
     target = FakeTarget("ep1", store)
     rows = make_rows(2)
     target.behaviour["t1"] = "followup-fails"
-    out = await runbook(store, {"ep1": target}).run(rows)
+    out = await runbook(store, {"ep1": target}).run(group_accounts(rows))
     assert out.items[0].followups == ("access link of t0 updated",)
     assert out.items[0].as_record()["followups"] == ["access link of t0 updated"]
     assert out.items[1].status is Status.ROTATED  # the password itself did rotate
@@ -467,10 +470,10 @@ async def test_resume_looks_first_and_promotes_what_the_target_already_holds() -
     target = FakeTarget("ep1", store)
     rows = make_rows(1)
     target.behaviour["t0"] = "unknown"  # delivered, then the answer was lost
-    await runbook(store, {"ep1": target}).run(rows)
+    await runbook(store, {"ep1": target}).run(group_accounts(rows))
     pushes = target.pushes
     target.behaviour["t0"] = "reject"  # e.g. a target refusing to set the password it has
-    out = await runbook(store, {"ep1": target}).run(rows)
+    out = await runbook(store, {"ep1": target}).run(group_accounts(rows))
     assert out.items[0].status is Status.ROTATED
     assert target.pushes == pushes  # no re-send was needed
     assert store.pending_paths() == []
@@ -481,10 +484,10 @@ async def test_resume_refused_on_a_write_only_target_keeps_the_candidate() -> No
     target = FakeTarget("ep1", store, verifiable=False)
     rows = make_rows(1)
     target.behaviour["t0"] = "unknown"
-    await runbook(store, {"ep1": target}).run(rows)
+    await runbook(store, {"ep1": target}).run(group_accounts(rows))
     delivered = target.held["t0"]
     target.behaviour["t0"] = "reject"
-    out = await runbook(store, {"ep1": target}).run(rows)
+    out = await runbook(store, {"ep1": target}).run(group_accounts(rows))
     assert out.items[0].status is Status.FAILED
     assert "stays pending" in out.items[0].error
     pending = store.candidates().get(rows[0].vault_path)
@@ -502,7 +505,7 @@ async def test_resume_refused_where_the_target_holds_something_else_discards() -
     )
     target.held["t0"] = "the-current-one"
     target.behaviour["t0"] = "reject"
-    out = await runbook(store, {"ep1": target}).run(rows)
+    out = await runbook(store, {"ep1": target}).run(group_accounts(rows))
     assert out.items[0].status is Status.FAILED
     assert "candidate discarded" in out.items[0].error
     assert store.pending_paths() == []
@@ -527,7 +530,7 @@ async def test_a_batch_of_candidates_is_staged_in_one_journal_record_before_any_
 
     target.push = push_and_count  # type: ignore[method-assign]
     book = Runbook(batched(10), store, {"ep1": target}, Options(run_id="r1", mode="run"))  # type: ignore[dict-item]
-    out = await book.run(rows)
+    out = await book.run(group_accounts(rows))
     assert [i.status for i in out.items] == [Status.ROTATED] * 23
     assert all(target.pending_at_push)
     assert staged_before_push[0] >= 10  # the whole first batch, not one candidate at a time
@@ -535,8 +538,8 @@ async def test_a_batch_of_candidates_is_staged_in_one_journal_record_before_any_
     assert store.calls("stage") == 3  # 10 + 10 + 3
     assert store.calls("settle") == 1 + 3 + 1  # before staging, per batch, at the end
     # Vault round trips: per credential one metadata read and one promotion; per batch one
-    # record written and one deleted; one LIST of the journal area.
-    assert store.requests == 2 * 23 + 2 * 3 + 1
+    # record written and one deleted; one LIST of the journal area and one of the stale area.
+    assert store.requests == 2 * 23 + 2 * 3 + 2
 
 
 async def test_a_promoted_candidate_left_in_its_record_is_recognised_and_cleared() -> None:
@@ -549,7 +552,7 @@ async def test_a_promoted_candidate_left_in_its_record_is_recognised_and_cleared
         return None
 
     store.settle = stopped_before_settling  # type: ignore[method-assign]
-    out = await runbook(store, {"ep1": target}).run(rows)
+    out = await runbook(store, {"ep1": target}).run(group_accounts(rows))
     assert {i.status for i in out.items} == {Status.ROTATED}
     assert len(store.journal_records()) == 1
     assert sorted(store.candidates()) == sorted(r.vault_path for r in rows)
@@ -558,7 +561,7 @@ async def test_a_promoted_candidate_left_in_its_record_is_recognised_and_cleared
     fresh = MemoryStore()
     fresh._memory.entries = store._memory.entries  # the same Vault
     pushes = target.pushes
-    out = await runbook(fresh, {"ep1": target}, force=True).run(rows)
+    out = await runbook(fresh, {"ep1": target}, force=True).run(group_accounts(rows))
     assert {i.status for i in out.items} == {Status.ROTATED}
     assert all("unfinished rotation" not in i.reason for i in out.items)
     assert target.pushes == pushes + 4  # fresh candidates, none re-sent
@@ -570,7 +573,7 @@ async def test_a_promoted_candidate_left_in_its_record_is_recognised_and_cleared
 
 
 async def test_an_aborted_run_drops_the_candidates_it_staged_but_never_sent() -> None:
-    from rotate.pipeline import Threshold
+    from rotate.runbook import Threshold
 
     store = MemoryStore()
     target = FakeTarget("ep1", store)
@@ -582,7 +585,7 @@ async def test_an_aborted_run_drops_the_candidates_it_staged_but_never_sent() ->
         {"ep1": target},  # type: ignore[dict-item]
         Options(run_id="r1", mode="run", max_failures=Threshold.parse("0")),
     )
-    out = await book.run(rows)
+    out = await book.run(group_accounts(rows))
     statuses = [i.status for i in out.items]
     assert statuses.count(Status.NOT_ATTEMPTED) >= 6
     assert "failure threshold crossed" in out.aborted

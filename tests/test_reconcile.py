@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rotate.errors import EndpointUnavailable, OutcomeUnknown, Rejected, StoreError, TargetError
+from rotate.errors import EndpointUnavailable, OutcomeUnknown, Rejected, RemoteError, StoreError
 from rotate.models import (
     Credential,
     ItemResult,
@@ -20,8 +20,8 @@ from rotate.models import (
     Status,
     System,
 )
-from rotate.pipeline import Options, Outcome, Runbook
 from rotate.reconcile import reconcile, reconcile_exit_code
+from rotate.runbook import Options, Outcome, Runbook
 from rotate.settings import EndpointSettings, PolicySettings, RunSettings, Settings
 from rotate.stores.memory import MemoryStore
 
@@ -71,7 +71,7 @@ class FakeTarget:
         if how == "reject":
             raise Rejected("HTTP 400: password too long")
         if how == "unreachable":
-            raise TargetError("failed after 3 attempt(s): ConnectError")
+            raise RemoteError("failed after 3 attempt(s): ConnectError")
         if how == "unknown":
             raise OutcomeUnknown("outcome unknown after 3 attempt(s): ReadTimeout")
         self.held[row.target] = credential.password.reveal()
@@ -84,7 +84,7 @@ class FakeTarget:
         await self._busy()
         how = self.behaviour.get(row.target, "ok")
         if how == "read_error" or (how == "read_error_after_push" and self.pushed):
-            raise TargetError("HTTP 502 on GET /computer/<id>/RDP/credentials")
+            raise RemoteError("HTTP 502 on GET /computer/<id>/RDP/credentials")
         if how == "no_password":
             return None
         value = self.held.get(row.target)

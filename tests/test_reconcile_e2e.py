@@ -15,6 +15,7 @@ import pytest
 
 from rotate.demo import sim_password
 from rotate.devvault import DEV_MOUNT, DevVault
+from rotate.inventory import group_accounts
 from rotate.models import (
     Credential,
     ItemResult,
@@ -26,8 +27,8 @@ from rotate.models import (
     Status,
     System,
 )
-from rotate.pipeline import Options, Runbook
 from rotate.reconcile import reconcile, reconcile_exit_code
+from rotate.runbook import Options, Runbook
 from rotate.settings import (
     EndpointSettings,
     PolicySettings,
@@ -174,7 +175,7 @@ async def runbook(scene: Scene, mode: str) -> AsyncIterator[Runbook]:
 
 async def rotate_all(scene: Scene) -> None:
     async with runbook(scene, "run") as book:
-        out = await book.run(list(scene.rows.values()))
+        out = await book.run(group_accounts(list(scene.rows.values())))
     assert {i.status for i in out.items} == {Status.ROTATED}
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
-from rotate.errors import EndpointUnavailable, OutcomeUnknown, Rejected, TargetError
+from rotate.errors import EndpointUnavailable, OutcomeUnknown, Rejected, RemoteError
 from rotate.models import Credential, Kind, Row, Secret, System
 from rotate.settings import EndpointSettings, RunSettings
 from rotate.targets import build_target, redact_url
@@ -158,7 +158,7 @@ async def test_connect_errors_are_a_plain_failure_not_in_doubt(httpx_mock: HTTPX
     for _ in range(3):
         httpx_mock.add_exception(httpx.ConnectError("refused"))
     target = remotix()
-    with pytest.raises(TargetError) as info:
+    with pytest.raises(RemoteError) as info:
         await target.push(row(Kind.CONNECTION, "u1", "NEAR"), CRED)
     assert not isinstance(info.value, OutcomeUnknown | Rejected)
     await target.aclose()

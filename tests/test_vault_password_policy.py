@@ -11,8 +11,9 @@ import hvac
 import pytest
 
 from rotate.errors import ConfigError, StoreError
+from rotate.inventory import group_accounts
 from rotate.models import Status
-from rotate.pipeline import Options, Runbook
+from rotate.runbook import Options, Runbook
 from rotate.settings import PolicySettings, load_settings
 from rotate.stores.memory import MemoryStore
 from rotate.stores.vault import VaultStore
@@ -56,7 +57,7 @@ async def test_candidates_come_from_the_store_and_their_length_is_checked(
         {"ep1": target},  # type: ignore[arg-type]
         Options(run_id="r", mode="run"),
     )
-    out = await book.run(make_rows(2))
+    out = await book.run(group_accounts(make_rows(2)))
     assert {i.status for i in out.items} == {status}
     if status is Status.FAILED:
         assert "made a password of 12 characters" in out.items[0].error
