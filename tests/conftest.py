@@ -1,6 +1,12 @@
 """Shared fixtures: a real OpenBao dev server and the vendor simulators, on loopback."""
 
-pytest_plugins = ["tests.plugins.openbao", "tests.plugins.simulators", "tests.plugins.scene"]
+pytest_plugins = [
+    "tests.plugins.openbao",
+    "tests.plugins.simulators",
+    "tests.plugins.scene",
+    "tests.plugins.slapd",
+    "tests.plugins.samba",
+]
 
 import ssl  # noqa: E402
 
