@@ -1,24 +1,28 @@
-"""The embedded default: a real OpenBao, both simulators, then plan, run and report."""
+"""The embedded default: a real OpenBao, both vendor simulators and directory stand-ins on
+loopback, then plan, run and report, and a proof that every account converged."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from rotate.app import Invocation, Result, execute, summary_line
+from rotate.authorities.ldap import LdapSettings
 from rotate.devvault import DevVault
 from rotate.errors import EXIT_ITEMS_FAILED, EXIT_OK, ConfigError
-from rotate.inventory import load_inventory
-from rotate.models import Kind, Row, System
+from rotate.inventory import group_accounts, load_inventory
+from rotate.models import Account, Kind, Row, System
 from rotate.progress import NullProgress, Progress
 from rotate.settings import Settings, load_settings
 from rotate.sim.host import SimulatorHost
 from rotate.sim.remotix import RemotixState
-from rotate.sim.seed import seed_states
+from rotate.sim.seed import SeededDirectory, seed_directories, seed_states
 from rotate.sim.sparkview import SparkViewState
+from rotate.sim.tls import make_tls
 from rotate.stores.vault import VaultStore
 
 _HERE = Path(__file__).resolve().parent
@@ -35,13 +39,42 @@ def demo_file(name: str, given: Path | None) -> Path:
     raise ConfigError(f"demo file inventories/{name} not found; pass it explicitly")
 
 
-def demo_environment(settings: Settings) -> dict[str, str]:
-    """Fresh gateway passwords for the simulated gateways; the caller's Vault variables unset."""
+def demo_environment(
+    settings: Settings, directories: Mapping[str, SeededDirectory] | None = None
+) -> dict[str, str]:
+    """Fresh gateway passwords for the simulated gateways and the directories' admin
+    passwords as bind passwords; the caller's Vault variables unset."""
     env = {k: v for k, v in settings.env.items() if not k.startswith("VAULT_")}
     for endpoint in settings.endpoints.values():
         if endpoint.system is System.SPARKVIEW and endpoint.gateway_password_env:
             env[endpoint.gateway_password_env] = secrets.token_urlsafe(18)
+    for name, directory in (directories or {}).items():
+        for var in settings.authorities[name].required_env():
+            env[var] = directory.admin_password
     return env
+
+
+def start_directories(
+    host: SimulatorHost,
+    settings: Settings,
+    directories: Mapping[str, SeededDirectory],
+    tls_dir: Path,
+) -> Settings:
+    """Serve each directory stand-in (LDAPS for `ad`, StartTLS where the authority asks for
+    it, with a throw-away CA) and point its authority at it."""
+    tls = make_tls(tls_dir)
+    authorities = dict(settings.authorities)
+    for name, directory in directories.items():
+        config = authorities[name]
+        assert isinstance(config, LdapSettings)  # seed_directories serves only those
+        if config.type == "ad":
+            url = host.add_directory(name, directory.state, tls=tls.server)
+        elif config.starttls:
+            url = host.add_directory(name, directory.state, starttls=tls.server)
+        else:
+            url = host.add_directory(name, directory.state)
+        authorities[name] = replace(config, url=url, ca_bundle=str(tls.ca_file))
+    return replace(settings, authorities=authorities)
 
 
 def sim_password(state: RemotixState | SparkViewState, row: Row) -> str | None:
@@ -54,22 +87,46 @@ def sim_password(state: RemotixState | SparkViewState, row: Row) -> str | None:
 
 
 def convergence(
-    rows: Sequence[Row], states: Mapping[str, RemotixState | SparkViewState], store: VaultStore
-) -> list[str]:
-    """Rows whose target does not hold Vault's current password, or that still have a pending."""
+    accounts: Sequence[Account],
+    states: Mapping[str, RemotixState | SparkViewState],
+    directories: Mapping[str, SeededDirectory],
+    store: VaultStore,
+) -> tuple[list[str], list[str]]:
+    """(problems, proofs): each account's usages must hold Vault's current password, that
+    password must log in at its directory, and nothing may be left pending or stale."""
 
-    async def check() -> list[str]:
-        problems = []
+    async def check() -> tuple[list[str], list[str]]:
+        problems, proofs = [], []
         pending = await store.pending()
-        for row in rows:
-            current = await store.read_current(row.vault_path)
-            held = sim_password(states[row.endpoint], row)
-            if current is None or held != current.password.reveal():
-                problems.append(f"{row.label}: target and Vault differ")
-            if row.vault_path in pending:
-                problems.append(f"{row.label}: a pending candidate is left")
+        stale = await store.stale()
+        for account in accounts:
+            current = await store.read_current(account.vault_path)
+            if current is None:
+                problems.append(f"account {account.name}: Vault has no password")
+                continue
+            password = current.password.reveal()
+            for row in account.usages:
+                if sim_password(states[row.endpoint], row) != password:
+                    problems.append(f"{row.label}: does not hold account {account.name}'s password")
+            if account.vault_path in pending:
+                problems.append(f"account {account.name}: a pending candidate is left")
+            if account.vault_path in stale:
+                problems.append(f"account {account.name}: stale usages are left")
+            directory = directories.get(account.authority)
+            where = "no host account changed (copy-only)"
+            if directory is not None:
+                if not directory.state.logs_in(account.username, password):
+                    problems.append(
+                        f"account {account.name}: its password does not log in at "
+                        f"{account.authority}"
+                    )
+                where = f"it logs in at {account.authority}"
+            if len(account.usages) > 1 or directory is not None:
+                proofs.append(
+                    f"{account.name}: {len(account.usages)} usage(s) hold one password; {where}"
+                )
         await store.aclose()
-        return problems
+        return problems, proofs
 
     return asyncio.run(check())
 
@@ -79,12 +136,26 @@ def run_demo(out_dir: Path, inventory: Path | None, config: Path | None, progres
     inventory = demo_file("demo.csv", inventory)
     config = demo_file("demo.toml", config)
     base = load_settings(config)
-    env = demo_environment(base)
+    seeded = load_inventory(inventory, base)
+    accounts = group_accounts(seeded)
+    # One initial password per account, held by its usages and its directory alike (a
+    # fleet in sync before rotate came; Vault knows none of them yet).
+    initial: dict[str, str] = {}
+    states = seed_states(seeded, base.endpoints, passwords=initial)
+    directories = seed_directories(accounts, base.authorities, passwords=initial)
+    env = demo_environment(base, directories)
     settings = load_settings(config, env=env)
     rows = load_inventory(inventory, settings)
-    print(f"demo: {len(rows)} credential(s) from {inventory}, config {config}")
-    with DevVault() as vault, SimulatorHost() as host:
-        states = seed_states(rows, settings.endpoints)
+    print(
+        f"demo: {len(rows)} usage(s) of {len(accounts)} account(s) from {inventory}, "
+        f"config {config}"
+    )
+    with (
+        DevVault() as vault,
+        SimulatorHost() as host,
+        tempfile.TemporaryDirectory(prefix="rotate-demo-tls-") as tls_dir,
+    ):
+        settings = start_directories(host, settings, directories, Path(tls_dir))
         urls = {}
         for name, state in states.items():
             endpoint = settings.endpoints[name]
@@ -101,6 +172,14 @@ def run_demo(out_dir: Path, inventory: Path | None, config: Path | None, progres
             f"demo: OpenBao dev server at {vault.addr}; simulators: "
             + ", ".join(f"{n} {u}" for n, u in sorted(urls.items()))
         )
+        print(
+            "demo: directory stand-ins: "
+            + ", ".join(
+                f"{n} ({a.type}) {a.url}"
+                for n, a in sorted(settings.authorities.items())
+                if n in directories and isinstance(a, LdapSettings)
+            )
+        )
         results: dict[str, Result] = {}
         for mode in ("plan", "run", "report"):
             results[mode] = execute(
@@ -116,7 +195,7 @@ def run_demo(out_dir: Path, inventory: Path | None, config: Path | None, progres
             print(f"  report: {results[mode].reports.html}")
         store = VaultStore(settings.vault)
         try:
-            problems = convergence(rows, states, store)
+            problems, proofs = convergence(accounts, states, directories, store)
         finally:
             store.close()
     if problems:
@@ -124,8 +203,10 @@ def run_demo(out_dir: Path, inventory: Path | None, config: Path | None, progres
         for p in problems:
             print(f"  - {p}")
         return EXIT_ITEMS_FAILED
+    for proof in proofs:
+        print(f"  {proof}")
     print(
-        f"demo: every target holds the password Vault has as current, nothing pending; "
-        f"reports in {out_dir}/"
+        f"demo: every account's usages hold the one password Vault has as current, and it "
+        f"logs in at its directory; nothing pending or stale; reports in {out_dir}/"
     )
     return results["run"].exit_code or EXIT_OK

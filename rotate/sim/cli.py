@@ -1,4 +1,5 @@
-"""`rotate simulate`: serve one seeded simulator per configured endpoint until interrupted."""
+"""`rotate simulate`: serve one seeded simulator per configured endpoint, and a directory
+stand-in per `ldap`/`ad` authority the inventory uses, until interrupted."""
 
 from __future__ import annotations
 
@@ -6,19 +7,23 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from rotate.authorities.ldap import LdapSettings
 from rotate.errors import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE
+from rotate.inventory import group_accounts
 from rotate.models import Row, System
 from rotate.settings import EndpointSettings, Settings
 from rotate.sim.faults import Faults
 from rotate.sim.host import LOOPBACK, AsyncSimulatorHost, serve_until_signalled
 from rotate.sim.remotix import RemotixState
-from rotate.sim.seed import new_state, seed_states
+from rotate.sim.seed import SeededDirectory, new_state, seed_directories, seed_states
 from rotate.sim.sparkview import SparkViewState
-from rotate.sim.tls import make_tls
+from rotate.sim.tls import SimTLS, make_tls
 
 
 def _rate(text: str) -> float:
@@ -81,16 +86,43 @@ def _faults(args: argparse.Namespace, index: int) -> Faults:
     )
 
 
-def configured_port(endpoint: EndpointSettings) -> int:
-    """The port of an `http://` loopback endpoint URL, else 0 (any free port)."""
-    parts = urlsplit(endpoint.url)
+def configured_port(endpoint: EndpointSettings | str) -> int:
+    """The port of a loopback endpoint (`http://`) or directory (`ldap(s)://`) URL, else 0
+    (any free port)."""
+    url = endpoint if isinstance(endpoint, str) else endpoint.url
+    parts = urlsplit(url)
     try:
         port = parts.port
     except ValueError:
         return 0
-    if parts.scheme == "http" and parts.hostname in (LOOPBACK, "localhost") and port:
+    local = parts.hostname in (LOOPBACK, "localhost")
+    if parts.scheme in ("http", "ldap", "ldaps") and local and port:
         return port
     return 0
+
+
+def directory_passwords(
+    settings: Settings, rows: Iterable[Row], initial: Mapping[str, str] | None = None
+) -> tuple[dict[str, SeededDirectory], list[str]]:
+    """A seeded stand-in per `ldap`/`ad` authority the rows use (accounts on their `initial`
+    passwords), its admin password (rotate's bind password) taken from the authority's
+    bind_password_env; and the problems."""
+    seeded = seed_directories(group_accounts(rows), settings.authorities, passwords=initial)
+    env = settings.env or os.environ
+    problems = []
+    for name, directory in list(seeded.items()):
+        config = settings.authorities[name]
+        assert isinstance(config, LdapSettings)  # seed_directories serves only those
+        var = config.bind_password_env
+        if not var or not env.get(var):
+            problems.append(
+                f"authority {name}: set the environment variable "
+                f"{var or '(bind_password_env)'} to the bind password the stand-in should expect"
+            )
+            continue
+        seeded[name] = replace(directory, admin_password=env[var])
+        directory.state.add_admin(config.bind_dn, env[var])
+    return seeded, problems
 
 
 def gateway_passwords(
@@ -130,12 +162,16 @@ def run(
     if not endpoints:
         print("rotate simulate: the config names no endpoint", file=sys.stderr)
         return EXIT_USAGE
+    rows = list(rows)
     passwords, problems = gateway_passwords(endpoints, env)
     states: dict[str, RemotixState | SparkViewState] = {}
+    initial: dict[str, str] = {}
     try:
-        states = seed_states(rows, settings.endpoints, rng_seed=args.seed)
+        states = seed_states(rows, settings.endpoints, rng_seed=args.seed, passwords=initial)
     except ValueError as exc:
         problems.append(str(exc))
+    directories, more = directory_passwords(settings, rows, initial)
+    problems += more
     if problems:
         for problem in problems:
             print(f"rotate simulate: {problem}", file=sys.stderr)
@@ -143,7 +179,7 @@ def run(
     for e in endpoints:
         states.setdefault(e.name, new_state(e.system))
     try:
-        asyncio.run(_serve(args, endpoints, states, passwords, env, out))
+        asyncio.run(_serve(args, settings, states, passwords, directories, out))
     except OSError as exc:
         print(f"rotate simulate: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_ITEMS_FAILED
@@ -152,30 +188,76 @@ def run(
 
 async def _serve(
     args: argparse.Namespace,
+    settings: Settings,
+    states: Mapping[str, RemotixState | SparkViewState],
+    passwords: Mapping[str, str],
+    directories: Mapping[str, SeededDirectory],
+    out: Callable[[str], None],
+) -> None:
+    env = settings.env or os.environ
+    endpoints = list(settings.endpoints.values())
+    tls = make_tls(args.tls_dir) if args.tls_dir is not None else None
+    if tls is not None:
+        out(f"TLS: trust {tls.ca_file} (ca_bundle)")
+    host = AsyncSimulatorHost(tls=tls.server if tls else None)
+    with tempfile.TemporaryDirectory(prefix="rotate-sim-tls-") as scratch:
+        try:
+            await _start(args, host, endpoints, states, passwords, env, out)
+            await _directories(args, host, settings, directories, tls, Path(scratch), out)
+            sys.stdout.flush()
+        except BaseException:
+            await host.close()
+            raise
+        await serve_until_signalled(host)
+
+
+async def _directories(
+    args: argparse.Namespace,
+    host: AsyncSimulatorHost,
+    settings: Settings,
+    directories: Mapping[str, SeededDirectory],
+    tls: SimTLS | None,
+    scratch: Path,
+    out: Callable[[str], None],
+) -> None:
+    """Serve the directory stand-ins (LDAPS for `ad`; StartTLS where the authority asks)."""
+    if not directories:
+        return
+    if tls is None:  # Active Directory refuses binds without TLS: the stand-ins need a CA
+        tls = make_tls(scratch)
+        out(f"TLS: directories: trust {tls.ca_file} (ca_bundle)")
+    for name, directory in directories.items():
+        config = settings.authorities[name]
+        assert isinstance(config, LdapSettings)
+        directory.state.latency_s = args.latency_ms / 1000
+        port = 0 if args.free_ports else configured_port(config.url)
+        if config.type == "ad":
+            url = await host.add_directory(name, directory.state, tls=tls.server, port=port)
+        elif config.starttls:
+            url = await host.add_directory(name, directory.state, starttls=tls.server, port=port)
+        else:
+            url = await host.add_directory(name, directory.state, port=port)
+        out(f"{name} {config.type} {url}")
+
+
+async def _start(
+    args: argparse.Namespace,
+    host: AsyncSimulatorHost,
     endpoints: list[EndpointSettings],
     states: Mapping[str, RemotixState | SparkViewState],
     passwords: Mapping[str, str],
     env: Mapping[str, str],
     out: Callable[[str], None],
 ) -> None:
-    tls = make_tls(args.tls_dir) if args.tls_dir is not None else None
-    if tls is not None:
-        out(f"TLS: trust {tls.ca_file} (ca_bundle)")
-    host = AsyncSimulatorHost(tls=tls.server if tls else None)
-    try:
-        for index, e in enumerate(endpoints):
-            token = e.bearer_token(env)
-            url = await host.add_endpoint(
-                e,
-                states[e.name],
-                _faults(args, index),
-                token=token.reveal() if token else None,
-                gateway_password=passwords.get(e.name),
-                port=0 if args.free_ports else configured_port(e),
-            )
-            out(f"{e.name} {e.system.value} {url}")
-        sys.stdout.flush()
-    except BaseException:
-        await host.close()
-        raise
-    await serve_until_signalled(host)
+    """Serve one simulator per endpoint."""
+    for index, e in enumerate(endpoints):
+        token = e.bearer_token(env)
+        url = await host.add_endpoint(
+            e,
+            states[e.name],
+            _faults(args, index),
+            token=token.reveal() if token else None,
+            gateway_password=passwords.get(e.name),
+            port=0 if args.free_ports else configured_port(e),
+        )
+        out(f"{e.name} {e.system.value} {url}")

@@ -17,6 +17,7 @@ from aiohttp import web
 from rotate.models import System
 from rotate.settings import EndpointSettings
 from rotate.sim.base import Simulator
+from rotate.sim.directory import DirectoryServer, DirectoryState
 from rotate.sim.faults import Faults
 from rotate.sim.remotix import RemotixSimulator, RemotixState
 from rotate.sim.sparkview import SparkViewSimulator, SparkViewState
@@ -69,11 +70,15 @@ class AsyncSimulatorHost:
         self._shutdown_timeout = shutdown_timeout
         self._tls = tls  # serve HTTPS with this server context (see rotate.sim.tls)
         self._running: dict[str, _Running] = {}
+        self._directories: dict[str, DirectoryServer] = {}
 
     @property
     def urls(self) -> dict[str, str]:
-        """Base URL (`http://127.0.0.1:<port>`) of each simulator, by name."""
-        return {name: r.url for name, r in self._running.items()}
+        """Base URL (`http://127.0.0.1:<port>`, `ldap://...` for directories) of each
+        simulator, by name."""
+        urls = {name: r.url for name, r in self._running.items()}
+        urls.update((name, d.url) for name, d in self._directories.items())
+        return urls
 
     async def add_remotix(
         self,
@@ -127,8 +132,36 @@ class AsyncSimulatorHost:
             )
         raise TypeError(f"endpoint {endpoint.name!r}: state does not match {endpoint.system}")
 
+    async def add_directory(
+        self,
+        name: str,
+        state: DirectoryState,
+        *,
+        tls: ssl.SSLContext | None = None,
+        port: int = 0,
+        starttls: ssl.SSLContext | None = None,
+    ) -> str:
+        """Start an LDAP directory stand-in (see rotate.sim.directory); return its URL:
+        `ldaps://127.0.0.1:<port>` with `tls`, else `ldap://...` (offering StartTLS with the
+        `starttls` context, if given)."""
+        if name in self._running or name in self._directories:
+            raise ValueError(f"a simulator named {name!r} is already running")
+        server = DirectoryServer(state, tls=tls, starttls=starttls)
+        sock = _listen(port)
+        try:
+            url = await server.start(sock)
+        except BaseException:
+            sock.close()
+            raise
+        self._directories[name] = server
+        return url
+
+    def directory(self, name: str) -> DirectoryServer:
+        """The running directory stand-in called `name`."""
+        return self._directories[name]
+
     async def _start(self, name: str, system: System, sim: Simulator, port: int) -> str:
-        if name in self._running:
+        if name in self._running or name in self._directories:
             raise ValueError(f"a simulator named {name!r} is already running")
         # no access log: Spark View URLs carry passwords in their query strings
         runner = web.AppRunner(sim.app(), access_log=None, shutdown_timeout=self._shutdown_timeout)
@@ -168,7 +201,11 @@ class AsyncSimulatorHost:
     async def close(self) -> None:
         """Stop every simulator (hung handlers are cancelled after the shutdown timeout)."""
         running, self._running = self._running, {}
-        await asyncio.gather(*(r.runner.cleanup() for r in running.values()))
+        directories, self._directories = self._directories, {}
+        await asyncio.gather(
+            *(r.runner.cleanup() for r in running.values()),
+            *(d.close(self._shutdown_timeout) for d in directories.values()),
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -258,6 +295,24 @@ class SimulatorHost:
                 port=port,
             )
         )
+
+    def add_directory(
+        self,
+        name: str,
+        state: DirectoryState,
+        *,
+        tls: ssl.SSLContext | None = None,
+        port: int = 0,
+        starttls: ssl.SSLContext | None = None,
+    ) -> str:
+        """Start an LDAP directory stand-in (LDAPS with `tls`); return its URL."""
+        return self._call(
+            self._host.add_directory(name, state, tls=tls, port=port, starttls=starttls)
+        )
+
+    def directory_state(self, name: str) -> DirectoryState:
+        """The live state of a directory stand-in (thread-safe: it has its own lock)."""
+        return self._host.directory(name).state
 
     def simulator(self, name: str) -> Simulator:
         """The running simulator called `name`."""

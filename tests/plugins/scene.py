@@ -1,6 +1,7 @@
-"""Pytest plugin: a `World` (the CLI in-process against a real OpenBao and the simulators on
-loopback, on the demo inventory) and the helpers that look at it: what Vault and the targets
-hold, whether anyone is locked out, and whether a secret reached any output."""
+"""Pytest plugin: a `World` (the CLI in-process against a real OpenBao, the vendor simulators
+and the directory stand-ins on loopback, on the demo inventory) and the helpers that look at
+it: what Vault, the targets and the directories hold, whether anyone is locked out, and
+whether a secret reached any output."""
 
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ from rotate import passwords
 from rotate.cli import main
 from rotate.demo import sim_password
 from rotate.devvault import DEV_MOUNT, DevVault
-from rotate.inventory import load_inventory
-from rotate.models import Row, Secret
+from rotate.inventory import group_accounts, load_inventory
+from rotate.models import Account, Row, Secret
 from rotate.settings import PolicySettings, Settings, VaultSettings, load_settings
 from rotate.sim.host import SimulatorHost
 from rotate.sim.remotix import RemotixState
-from rotate.sim.seed import seed_states
+from rotate.sim.seed import SeededDirectory, seed_directories, seed_states
 from rotate.sim.sparkview import SparkViewState
+from rotate.sim.tls import make_tls
 from rotate.stores.vault import VaultStore
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -58,6 +60,21 @@ class World:
     initial: dict[str, str] = field(default_factory=dict, repr=False)  # label -> seeded password
     generated: list[str] = field(default_factory=list, repr=False)  # every candidate made
     extra_secrets: list[str] = field(default_factory=list, repr=False)  # e.g. other tokens
+    directories: dict[str, SeededDirectory] = field(default_factory=dict, repr=False)
+    ca_file: Path | None = None
+    initial_accounts: dict[str, str] = field(default_factory=dict, repr=False)  # at the start
+
+    @property
+    def accounts(self) -> list[Account]:
+        return group_accounts(self.rows)
+
+    def account(self, name: str) -> Account:
+        return next(a for a in self.accounts if a.name == name)
+
+    def authority_password(self, account: Account) -> str | None:
+        """The password the account's directory checks (None: copy-only, no directory)."""
+        directory = self.directories.get(account.authority)
+        return directory.state.password(account.username) if directory is not None else None
 
     def row(self, label: str) -> Row:
         return next(r for r in self.rows if r.label == label)
@@ -78,6 +95,26 @@ class World:
         """The candidate a journal record holds for a row (even one promoted already)."""
         candidate = journal_candidates(self.client, self.settings.vault).get(row.vault_path)
         return candidate.reveal() if candidate is not None else None
+
+    def history(self, row: Row) -> list[str]:
+        """Every password version of the row's account secret that Vault still keeps."""
+        try:
+            meta = self.client.secrets.kv.v2.read_secret_metadata(
+                path=row.vault_path, mount_point=DEV_MOUNT
+            )
+        except hvac.exceptions.InvalidPath:
+            return []
+        found = []
+        for number in meta["data"]["versions"]:
+            data = self.client.secrets.kv.v2.read_secret_version(
+                path=row.vault_path,
+                version=int(number),
+                mount_point=DEV_MOUNT,
+                raise_on_deleted_version=False,
+            )["data"]["data"]
+            if data and data.get("password"):
+                found.append(data["password"])
+        return found
 
     def version(self, row: Row) -> int | None:
         return sync(self.store).read_state(row.vault_path).current_version
@@ -128,13 +165,23 @@ def journal_candidates(client: hvac.Client, vault: VaultSettings) -> dict[str, S
 
 
 def write_config(
-    path: Path, vault: VaultSettings, urls: dict[str, str], replace: dict[str, str] | None = None
+    path: Path,
+    vault: VaultSettings,
+    urls: dict[str, str],
+    replace: dict[str, str] | None = None,
+    ca_file: Path | None = None,
 ) -> Path:
+    """The demo config on this test's Vault prefix, simulators and directory stand-ins
+    (`urls` by endpoint or authority name; `ca_file` the stand-ins' CA)."""
     text = DEMO_TOML.read_text()
     # Point the demo config at this test's Vault prefix and simulators.
     text = text.replace('prefix = "rotate"', f'prefix = "{vault.prefix}"')
     for name, url in urls.items():
         marker = f"[endpoints.{name}]\n"
+        if marker not in text:
+            marker = f"[authorities.{name}]\n"
+            if ca_file is not None:
+                url = f'{url}"\nca_bundle = "{ca_file}'
         head, tail = text.split(marker)
         first, rest = tail.split("\n", 2)[:2], tail.split("\n", 2)[2]
         lines = [ln if not ln.startswith("url =") else f'url = "{url}"' for ln in first]
@@ -148,7 +195,9 @@ def write_config(
 
 def reconfigure(world: World, replace: dict[str, str]) -> Path:
     """Rewrite the world's config file (same Vault prefix and simulators) with replacements."""
-    return write_config(world.config, world.settings.vault, dict(world.host.urls), replace)
+    return write_config(
+        world.config, world.settings.vault, dict(world.host.urls), replace, world.ca_file
+    )
 
 
 WorldFactory = Callable[..., World]
@@ -176,13 +225,25 @@ def make_world(
         # The URLs are placeholders until the simulators have ports.
         settings = load_settings(DEMO_TOML, env={**os.environ})
         rows = load_inventory(DEMO_CSV, settings)
-        states = seed_states(rows, settings.endpoints, rng_seed=7)
+        initial: dict[str, str] = {}  # one password per account, on its usages and directory
+        states = seed_states(rows, settings.endpoints, rng_seed=7, passwords=initial)
+        directories = seed_directories(
+            group_accounts(rows), settings.authorities, rng_seed=7, passwords=initial
+        )
+        tls = make_tls(tmp_path / "tls")
         urls = {}
         for name, state in states.items():
             endpoint = settings.endpoints[name]
             gw = GATEWAYS.get(endpoint.gateway_password_env or "")
             urls[name] = sim_host.add_endpoint(endpoint, state, gateway_password=gw)
-        config = write_config(tmp_path / "rotate.toml", vault_settings, urls)
+        for name, directory in directories.items():
+            authority = settings.authorities[name]
+            monkeypatch.setenv(authority.bind_password_env, directory.admin_password)
+            if authority.type == "ad":
+                urls[name] = sim_host.add_directory(name, directory.state, tls=tls.server)
+            else:
+                urls[name] = sim_host.add_directory(name, directory.state, starttls=tls.server)
+        config = write_config(tmp_path / "rotate.toml", vault_settings, urls, ca_file=tls.ca_file)
         settings = load_settings(config)
         # Explicit vault paths get this test's prefix too, so tests never share a secret.
         inventory = tmp_path / "inventory.csv"
@@ -200,8 +261,13 @@ def make_world(
             out=tmp_path / "reports",
             vault=vault,
             client=hvac.Client(url=vault.addr, token=vault.token.reveal()),
+            directories=directories,
+            ca_file=tls.ca_file,
         )
         world.initial = {r.label: p for r in rows if (p := world.held(r)) is not None}
+        world.initial_accounts = {
+            a.name: p for a in world.accounts if (p := world.authority_password(a)) is not None
+        }
         # Every candidate the pipeline makes, so a discarded one is still looked for.
         generate = passwords.generate
 
@@ -264,30 +330,61 @@ def snapshot(world: World, client: hvac.Client) -> dict[str, Any]:
 
 
 def adopt(world: World) -> None:
-    """Vault learns every target's password as its current version (as after a first run), so
-    "the target holds Vault's current or the pending candidate" can be checked for each row."""
-    for row in world.rows:
-        held = world.held(row)
+    """Vault learns every account's password (the one its usages and directory hold) as its
+    current version, as after a first run, so "the target holds Vault's current or the
+    pending candidate" can be checked for each row."""
+    for account in world.accounts:
+        held = next((p for r in account.usages if (p := world.held(r)) is not None), None)
         if held is None:
             continue
-        data = {"username": row.username, "password": held}
-        if row.domain:
-            data["domain"] = row.domain
+        data = {"username": account.username, "password": held}
+        if account.domain:
+            data["domain"] = account.domain
         world.client.secrets.kv.v2.create_or_update_secret(
-            row.vault_path, data, cas=0, mount_point=DEV_MOUNT
+            account.vault_path, data, cas=0, mount_point=DEV_MOUNT
         )
 
 
 def lockouts(world: World) -> list[str]:
-    """Rows whose target holds a password that is neither Vault's current nor the pending."""
+    """Rows whose target, and accounts whose directory, hold a password that is neither
+    Vault's current nor the pending candidate (invariants 1 and 6)."""
     problems = []
+    stale = sync(world.store).stale()
     for row in world.rows:
         held = world.held(row)
         if held is None:
             continue  # no such object on the target: nothing to lock out of
         known = {world.current(row), world.pending(row)} - {None}
+        if row.label in stale.get(row.vault_path, {}):
+            # A usage recorded stale holds an earlier version (named in the record, or
+            # unknown when its push was in doubt): Vault keeps every version.
+            known |= set(world.history(row))
         if held not in known:
             problems.append(f"{row.label}: the target holds a password Vault does not have")
+    for account in world.accounts:
+        held = world.authority_password(account)
+        if held is None or account.name not in {r.account_name for r in world.rows}:
+            continue
+        usage = account.usages[0]
+        known = {world.current(usage), world.pending(usage)} - {None}
+        if known and held not in known:
+            problems.append(
+                f"account {account.name}: its directory holds a password Vault does not have"
+            )
+    return problems
+
+
+def converged(world: World, rows: list[Row] | None = None) -> list[str]:
+    """What keeps the world from having converged: a usage not holding its account's current
+    password, a password not logging in at its directory, a candidate or stale usage left."""
+    from rotate.demo import convergence
+
+    problems, _ = convergence(
+        group_accounts(world.rows if rows is None else rows),
+        world.states,
+        world.directories,
+        world.store,
+    )
     return problems
 
 
@@ -310,7 +407,11 @@ def all_secrets(world: World) -> list[str]:
     values += [
         hashlib.md5(v.encode(), usedforsecurity=False).hexdigest() for v in GATEWAYS.values()
     ]
-    values += [*world.initial.values(), *world.generated]
+    values += [*world.initial.values(), *world.generated, *world.initial_accounts.values()]
+    values += [d.admin_password for d in world.directories.values()]
+    for account in world.accounts:
+        if (held := world.authority_password(account)) is not None:
+            values.append(held)
     for row in world.rows:
         for value in (world.held(row), world.current(row), world.pending(row)):
             if value:
