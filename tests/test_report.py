@@ -463,10 +463,13 @@ def test_write_reports_names_files_by_mode_and_run_id(tmp_path: Path, mixed: Run
     paths = write_reports(mixed, out)
     stem = "run-20250304T050607Z-ab12"
     assert paths == ReportPaths(
-        html=out / f"{stem}.html", json=out / f"{stem}.json", csv=out / f"{stem}.csv"
+        html=out / f"{stem}.html",
+        json=out / f"{stem}.json",
+        csv=out / f"{stem}.csv",
+        accounts_csv=out / f"{stem}-accounts.csv",
     )
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{stem}.{e}" for e in ("csv", "html", "json")
+        [*(f"{stem}.{e}" for e in ("csv", "html", "json")), f"{stem}-accounts.csv"]
     )
     assert json.loads(paths.json.read_text("utf-8"))["run_id"] == mixed.run_id
     assert len(read_csv(paths.csv.read_text("utf-8"))) == 1 + len(mixed.items)
@@ -480,7 +483,7 @@ def test_write_reports_replaces_earlier_files_leaving_no_temp_files(
     paths = write_reports(mixed, tmp_path)
     assert len(json.loads(paths.json.read_text("utf-8"))["items"]) == len(mixed.items)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        p.name for p in (paths.html, paths.json, paths.csv)
+        p.name for p in (paths.html, paths.json, paths.csv, paths.accounts_csv)
     )
 
 
@@ -885,8 +888,10 @@ def test_compliance_html_shows_the_same_percentages_histogram_and_endpoints() ->
 def test_compliance_lists_drift_with_counts() -> None:
     html = render_html(sample_compliance())
     drift = html.split('id="drift-h"', 1)[1].split("</section>", 1)[0]
-    assert re.search(r'no inventory row <span class="count-pill bad">2</span>', drift)
+    assert re.search(r'no account uses <span class="count-pill bad">2</span>', drift)
+    assert "Secrets under the prefix that no account uses" in drift
     assert re.search(r'no secret in Vault <span class="count-pill bad">3</span>', drift)
+    assert "Usages whose account has no secret in Vault" in drift
     for path in (*DRIFT.secrets_without_row, *DRIFT.rows_without_secret):
         assert f"<li><code>{path}</code></li>" in drift
     data = json_record(sample_compliance())

@@ -26,9 +26,11 @@ from tests.test_report import (
     PLAN_HASH,
     figures_of,
     histogram_of,
-    sample_compliance,
-    sample_plan,
-    sample_run,
+)
+from tests.test_report_accounts import (
+    sample_compliance_accounts,
+    sample_plan_accounts,
+    sample_run_accounts,
 )
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -80,10 +82,12 @@ class Rendered:
     screenshot: Path
 
 
+#: the hand-built samples of each mode, their items grouped into accounts (one of them
+#: copy-only, named with the planted script)
 SAMPLES: dict[str, Callable[[], RunRecord]] = {
-    "run": sample_run,
-    "plan": sample_plan,
-    "compliance": sample_compliance,
+    "run": sample_run_accounts,
+    "plan": sample_plan_accounts,
+    "compliance": sample_compliance_accounts,
 }
 
 
@@ -137,6 +141,9 @@ def test_page_script_ran_under_its_content_security_policy(rendered: Rendered) -
     )
     assert '<div id="item-tools" class="tools">' in rendered.dom
     assert rendered.dom.count('<button type="button" class="sort"') >= 10
+    # the accounts table's eleven column heads got sort buttons too
+    accounts = rendered.dom.split('<table id="accounts"', 1)[1].split("</thead>", 1)[0]
+    assert accounts.count('<button type="button" class="sort"') == 11
 
 
 def test_planted_script_never_ran_and_shows_as_text(rendered: Rendered) -> None:
@@ -176,12 +183,36 @@ def test_summary_figures_are_on_the_page(rendered: Rendered) -> None:
     else:
         assert figures == {
             "total": (20, None),
-            "compliant": (12, "60.0 %"),
-            "overdue": (4, "20.0 %"),
+            "compliant": (11, "55.0 %"),  # cred-19 and cred-20 (compliant, overdue): stale
+            "overdue": (3, "15.0 %"),
             "never_rotated": (2, "10.0 %"),
             "last_attempt_failed": (2, "10.0 %"),
+            "stale": (2, "10.0 %"),
             "soon": (9, None),
         }
+
+
+def test_accounts_section_is_on_the_page(rendered: Rendered) -> None:
+    """Every account, those needing attention first, the copy-only one flagged, the
+    authorities beside the endpoints, the account figures beside the usage figures."""
+    dom = rendered.dom
+    record = rendered.record
+    table = dom.split('<table id="accounts"', 1)[1].split("</table>", 1)[0]
+    statuses = re.findall(r'<tr data-status="([a-z_]+)"', table)
+    assert len(statuses) == len(record.accounts)
+    expected = {
+        "run": ["failed", "in_doubt", "rotated", "not_attempted", "rotated"],
+        "plan": ["drift", "not_attempted", "due", "not_due"],
+        "report": ["stale", "last_attempt_failed", "overdue"],
+    }[record.mode]
+    assert statuses == expected
+    assert table.count("copy-only: host account not changed") == 1
+    assert "the host account is NOT changed." in dom
+    assert '<h2 id="authorities-h">Authorities</h2>' in dom
+    figures = re.findall(r'<li class="figure acct f-[a-z_]+[^"]*" data-key="([a-z_]+)"', dom)
+    assert figures[0] == "accounts"
+    if record.mode == "report":
+        assert '<h2 id="stale-h">Stale usages' in dom
 
 
 def test_charts_are_on_the_page(rendered: Rendered) -> None:

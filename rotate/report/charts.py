@@ -26,7 +26,9 @@ _STACK = (
     Status.NOT_ATTEMPTED,
     Status.NEVER_ROTATED,
     Status.OVERDUE,
+    Status.STALE,
     Status.IN_DOUBT,
+    Status.DRIFT,
     Status.LAST_ATTEMPT_FAILED,
     Status.FAILED,
 )

@@ -1,4 +1,5 @@
-"""The per-item CSV of a run, safe to open in a spreadsheet, written as a stream."""
+"""The CSVs of a run, safe to open in a spreadsheet, written as streams: one line per item
+(usage), and beside it one line per account (`<stem>-accounts.csv`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ COLUMNS: tuple[str, ...] = (
     "port",
     "username",
     "domain",
+    "account",
+    "authority",
+    "host",
     "owner",
     "policy",
     "line",
@@ -36,6 +40,27 @@ COLUMNS: tuple[str, ...] = (
     "reason",
     "error",
     "followups",
+)
+
+#: the accounts CSV header: every key of `AccountResult.as_record()`, in a fixed order
+ACCOUNT_COLUMNS: tuple[str, ...] = (
+    "account",
+    "authority",
+    "authority_type",
+    "changes_host_account",
+    "username",
+    "domain",
+    "host",
+    "status",
+    "login_verified",
+    "last_changed",
+    "vault_path",
+    "vault_version",
+    "usages",
+    "in_sync",
+    "stale",
+    "reason",
+    "error",
 )
 
 # Excel, LibreOffice and Google Sheets run a cell starting with one of these as a formula
@@ -74,6 +99,17 @@ def write_to(record: RunRecord, out: TextIO) -> None:
         writerow([_cell(rec[column]) for column in COLUMNS])
 
 
+def write_accounts_to(record: RunRecord, out: TextIO) -> None:
+    """Write the accounts CSV text to `out`: a header line, then one line per account in the
+    record's order. `out` must not translate newlines (`newline=""`)."""
+    writer = csv.writer(out)
+    writer.writerow(ACCOUNT_COLUMNS)
+    writerow = writer.writerow
+    for result in record.accounts:
+        rec = result.as_record()
+        writerow([_cell(rec[column]) for column in ACCOUNT_COLUMNS])
+
+
 def dumps(record: RunRecord) -> str:
     """The CSV text: a header line, then one line per item in the record's order."""
     buf = io.StringIO(newline="")
@@ -85,4 +121,18 @@ def write_csv(record: RunRecord, path: Path) -> Path:
     """Write the CSV to `path` atomically, streamed; its directory must exist. Returns `path`."""
     with open_atomic_text(path) as out:
         write_to(record, out)
+    return path
+
+
+def dumps_accounts(record: RunRecord) -> str:
+    """The accounts CSV text: a header line, then one line per account."""
+    buf = io.StringIO(newline="")
+    write_accounts_to(record, buf)
+    return buf.getvalue()
+
+
+def write_accounts_csv(record: RunRecord, path: Path) -> Path:
+    """Write the accounts CSV to `path` atomically; its directory must exist. Returns `path`."""
+    with open_atomic_text(path) as out:
+        write_accounts_to(record, out)
     return path

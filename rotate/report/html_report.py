@@ -5,7 +5,10 @@ what was done, `plan` what a run would do and the hash that approves it, `report
 compliant every credential is. Each page inlines its style, script and charts (SVG): it
 fetches nothing, reads offline, prints, and is complete without its script.
 
-The main page always has the whole record's figures, charts and endpoint table. Its item
+The main page always has the whole record's figures (of the usages and of the accounts),
+charts, endpoint and authority tables, and its accounts table: every account when they fit
+(`MAX_ACCOUNTS_LISTED`), else those needing attention first and the rest by name up to that
+many, the page saying that the accounts CSV and the JSON have them all. Its item
 table lists every item when they fit on one page (`MAX_TABLE_ITEMS`); a larger record is
 paged: the main page lists the items needing attention (failures first), and numbered
 sibling pages (`<stem>-items-2.html`, ...) the rest, in the same order, each linked to the
@@ -19,6 +22,7 @@ import base64
 import contextlib
 import functools
 import hashlib
+import heapq
 import os
 import re
 import shlex
@@ -32,7 +36,15 @@ import jinja2
 from markupsafe import Markup
 
 from rotate import __version__
-from rotate.models import EndpointProbe, ItemResult, RunRecord, Status
+from rotate.models import (
+    NO_AUTHORITY,
+    AccountResult,
+    AuthorityProbe,
+    EndpointProbe,
+    ItemResult,
+    RunRecord,
+    Status,
+)
 from rotate.report import charts, rows, stats
 from rotate.report._files import report_stem, write_atomic
 
@@ -43,6 +55,11 @@ MAX_TABLE_ITEMS = 1000
 MAX_PAGES = 200
 #: drift paths listed on the page, per list; the JSON record has them all
 MAX_DRIFT_LISTED = 1000
+#: accounts the main page's accounts table lists at most (those needing attention first);
+#: the accounts CSV and the JSON record have them all
+MAX_ACCOUNTS_LISTED = 1000
+#: stale usages a compliance page lists at most; the CSV and JSON have them all
+MAX_STALE_LISTED = 1000
 #: endpoints drawn in a chart at most (those with most items needing attention); the
 #: endpoint table lists them all
 MAX_CHART_ENDPOINTS = 40
@@ -54,17 +71,28 @@ _TITLES = {
     "reconcile": "Reconciliation",
 }
 _TEMPLATES = {"plan": "plan.html", "report": "compliance.html"}  # any other mode: run.html
-_NO_ROW = "Secrets in Vault with no inventory row"
-_NO_VAULT_ENTRY = "Inventory rows with no secret in Vault"
+_NO_ROW = "Secrets under the prefix that no account uses"
+_NO_VAULT_ENTRY = "Usages whose account has no secret in Vault"
 
 #: outcomes that need no one's attention; on a paged report they follow all the others
-SUCCESSFUL = frozenset({Status.ROTATED, Status.COMPLIANT, Status.NOT_DUE, Status.IN_SYNC})
+SUCCESSFUL = frozenset(
+    {Status.ROTATED, Status.COMPLIANT, Status.NOT_DUE, Status.IN_SYNC, Status.REPAIRED}
+)
 
 #: the summary figures of each page, always shown; any other status is shown when non-zero
 _FIGURES = {
     "run": ("rotated", "failed", "in_doubt", "not_attempted", "skipped"),
     "plan": ("due", "not_due", "not_attempted"),
     "report": tuple(s.value for s in stats.COMPLIANCE_STATUSES),
+    "reconcile": ("in_sync", "repaired", "failed", "in_doubt", "not_attempted", "skipped"),
+}
+
+#: the account figures of each page, always shown (when the record has accounts); any other
+#: status is shown when non-zero
+_ACCOUNT_FIGURES = {
+    "run": ("rotated", "failed", "in_doubt", "stale", "not_attempted", "skipped"),
+    "plan": ("due", "not_due", "not_attempted"),
+    "report": (*(s.value for s in stats.COMPLIANCE_STATUSES), "stale"),
     "reconcile": ("in_sync", "repaired", "failed", "in_doubt", "not_attempted", "skipped"),
 }
 
@@ -229,6 +257,82 @@ class Figure:
 
 
 @dataclass(frozen=True)
+class AccountListing:
+    """The accounts the main page lists, and how many there are in all."""
+
+    rows: Markup  # the table's <tr>s
+    listed: int
+    total: int
+    attention: int  # accounts needing attention in all (listed before the others)
+
+    @property
+    def capped(self) -> bool:
+        return self.listed < self.total
+
+
+def _account_rank(result: AccountResult) -> int:
+    """Where an account needing attention sorts: by its status, or its worst usage or login."""
+    rank = rows.RANK.get(result.status, rows.REST)
+    if result.login_verified is False:
+        rank = min(rank, rows.RANK[Status.DRIFT])
+    if result.stale:
+        rank = min(rank, rows.RANK[Status.STALE])
+    return rank
+
+
+def ordered_accounts(
+    results: Sequence[AccountResult], limit: int
+) -> tuple[list[AccountResult], int]:
+    """At most `limit` accounts in table order, and how many need attention in all.
+
+    Those needing attention come first, worst first (failed, in doubt, drift, stale, not
+    attempted, ...), then the others; each part by account name (numbers in names compare as
+    numbers). Only the listed ones are ever sorted: a record may have 100,000 accounts.
+    """
+    urgent: list[AccountResult] = []
+    fine: list[AccountResult] = []
+    for result in results:
+        (urgent if stats.account_attention(result) else fine).append(result)
+
+    def name(r: AccountResult) -> stats.Natural:
+        return stats.natural(r.account.name)
+
+    limit = max(0, limit)
+    listed = heapq.nsmallest(limit, urgent, key=lambda r: (_account_rank(r), name(r)))
+    if len(listed) < limit:
+        listed += heapq.nsmallest(limit - len(listed), fine, key=name)
+    return listed, len(urgent)
+
+
+@dataclass(frozen=True)
+class _AuthorityLine:
+    name: str
+    type: str
+    probe: AuthorityProbe | None
+    accounts: int
+    usages: int
+    attention: int
+
+    @property
+    def copy_only(self) -> bool:
+        return self.name == NO_AUTHORITY
+
+
+def _authority_lines(record: RunRecord, accounts: stats.AccountTally) -> list[_AuthorityLine]:
+    """Per authority (probed, or checking an account of the record): probe and accounts."""
+    probes = {p.name: p for p in record.authority_probes}
+    lines = []
+    for name in sorted(accounts.authorities.keys() | probes.keys(), key=stats.natural):
+        probe = probes.get(name)
+        counts = accounts.authorities.get(name) or stats.AuthorityCounts(name, "")
+        kind = probe.type if probe is not None and probe.type else counts.type
+        lines.append(
+            _AuthorityLine(name, kind, probe, counts.accounts, counts.usages, counts.attention)
+        )
+    return lines
+
+
+@dataclass(frozen=True)
 class _EndpointLine:
     name: str
     system: str
@@ -315,6 +419,51 @@ def _figures(record: RunRecord, summary: dict[str, int]) -> list[Figure]:
     return figures
 
 
+def _account_figures(mode: str, accounts: stats.AccountTally) -> list[Figure]:
+    """The account figures: total, by status (shares on a compliance report), copy-only,
+    the usages in sync and stale, and the logins checked."""
+    if not accounts.total:
+        return []
+    fixed = _ACCOUNT_FIGURES.get(mode, ())
+    keys = list(fixed) + [k for k in accounts.statuses if k not in fixed]
+    total = accounts.total
+    shares = mode == "report"
+    figures = [Figure("accounts", total)]
+    for key in keys:
+        n = accounts.statuses.get(key, 0)
+        if key in fixed or n:
+            figures.append(Figure(key, n, stats.percent(n, total) if shares else None))
+    if accounts.copy_only:
+        figures.append(Figure("copy_only", accounts.copy_only))
+    if mode != "plan":
+        figures.append(Figure("usages_in_sync", accounts.in_sync))
+        figures.append(Figure("usages_stale", accounts.stale))
+    if accounts.login_verified or accounts.login_failed:
+        figures.append(Figure("login_verified", accounts.login_verified))
+        figures.append(Figure("login_failed", accounts.login_failed))
+    return figures
+
+
+#: how the account figures read (status figures read as their status)
+_ACCOUNT_LABELS = {
+    "accounts": "accounts",
+    "copy_only": "copy-only: host account not changed",
+    "usages_in_sync": "usages in sync",
+    "usages_stale": "usages stale",
+    "login_verified": "logins verified",
+    "login_failed": "logins refused",
+}
+
+
+def _account_label(key: str) -> str:
+    return _ACCOUNT_LABELS.get(key) or _label(key)
+
+
+def _account_listing(record: RunRecord, accounts: stats.AccountTally) -> AccountListing:
+    listed, attention = ordered_accounts(record.accounts, MAX_ACCOUNTS_LISTED)
+    return AccountListing(rows.accounts(listed), len(listed), accounts.total, attention)
+
+
 def _chart(counted: list[stats.EndpointCounts]) -> charts.Chart:
     """The endpoint chart; with many endpoints, those with most items needing attention."""
     if len(counted) <= MAX_CHART_ENDPOINTS:
@@ -362,9 +511,12 @@ class _Report:
         page_size: int | None,
         max_pages: int | None,
         tally: stats.Tally | None,
+        accounts_csv_name: str = "",
+        account_tally: stats.AccountTally | None = None,
     ) -> None:
         self.record = record
         tally = stats.tally(record.items) if tally is None else tally
+        accounts = stats.account_tally(record.accounts) if account_tally is None else account_tally
         self.paging = paginate(
             record.items,
             main,
@@ -380,6 +532,8 @@ class _Report:
         if record.mode == "report":
             context["histogram"] = charts.age_columns(tally.age_histogram())
             context["soon"] = tally.soon
+            context["stale_usages"] = tally.stale[:MAX_STALE_LISTED]
+            context["stale_total"] = len(tally.stale)
             drift = record.drift
             context["drift_lists"] = (
                 []
@@ -399,6 +553,12 @@ class _Report:
             "figures": _figures(record, summary),
             "columns": columns,
             "endpoints": _endpoint_lines(record, tally, columns),
+            "authorities": _authority_lines(record, accounts),
+            "account_figures": _account_figures(record.mode, accounts),
+            "account_label": _account_label,
+            "accounts": _account_listing(record, accounts),
+            "copy_only": accounts.copy_only,
+            "accounts_csv_name": accounts_csv_name,
             "chart": _chart(tally.by_endpoint()),
             "paging": self.paging,
             "main": self.paging.pages[0],
@@ -446,14 +606,17 @@ def render_pages(
     page_size: int | None = None,
     max_pages: int | None = None,
     tally: stats.Tally | None = None,
+    accounts_csv_name: str = "",
+    account_tally: stats.AccountTally | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Every page of the report as (file name, HTML): the item pages, then the main page.
 
     `main`: the main page's file name (default `<mode>-<run_id>.html`); the item pages are
     named after it and linked by these names. `page_size`: items a page lists at most
     (default `MAX_TABLE_ITEMS`); `max_pages`: pages at most (default `MAX_PAGES`).
-    `tally`: the record's figures, when the caller has counted them already. One page is
-    rendered at a time, so a large report never is one string.
+    `tally`, `account_tally`: the record's figures, when the caller has counted them
+    already; `accounts_csv_name`: the accounts CSV the page points to. One page is rendered
+    at a time, so a large report never is one string.
     """
     report = _Report(
         record,
@@ -463,6 +626,8 @@ def render_pages(
         page_size=page_size,
         max_pages=max_pages,
         tally=tally,
+        accounts_csv_name=accounts_csv_name,
+        account_tally=account_tally,
     )
     pages = report.paging.pages
     for page in (*pages[1:], pages[0]):
@@ -476,11 +641,12 @@ def render_html(
     json_name: str = "",
     page_size: int | None = None,
     max_pages: int | None = None,
+    accounts_csv_name: str = "",
 ) -> str:
     """The report's main page: every item, or on a large record the first page of them.
 
-    `csv_name`/`json_name`: the sibling files the page points to; `page_size`, `max_pages`:
-    see `render_pages`.
+    `csv_name`/`json_name`/`accounts_csv_name`: the sibling files the page points to;
+    `page_size`, `max_pages`: see `render_pages`.
     """
     report = _Report(
         record,
@@ -490,6 +656,7 @@ def render_html(
         page_size=page_size,
         max_pages=max_pages,
         tally=None,
+        accounts_csv_name=accounts_csv_name,
     )
     return report.render(report.paging.pages[0])
 
@@ -503,6 +670,8 @@ def write_html(
     page_size: int | None = None,
     max_pages: int | None = None,
     tally: stats.Tally | None = None,
+    accounts_csv_name: str = "",
+    account_tally: stats.AccountTally | None = None,
 ) -> Path:
     """Write the report to `path` and its item pages beside it, each atomically; the
     directory must exist. Returns `path`.
@@ -519,6 +688,8 @@ def write_html(
         page_size=page_size,
         max_pages=max_pages,
         tally=tally,
+        accounts_csv_name=accounts_csv_name,
+        account_tally=account_tally,
     ):
         write_atomic(path.with_name(name), html.encode("utf-8"))
         written.add(name)

@@ -1,8 +1,8 @@
 """The machine-readable `--json` record of a run (DESIGN.md contract), written as a stream.
 
 The file is exactly `json.dumps(json_record(record), indent=2, ensure_ascii=False)` and a
-newline, but it is written item by item to a buffered file: a record of 100,000 items never
-becomes one dict, list or string in memory.
+newline, but it is written account by account and item by item to a buffered file: a record
+of 100,000 items (and as many accounts) never becomes one dict, list or string in memory.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
 from rotate import __version__
-from rotate.models import ItemResult, RunRecord
+from rotate.models import AccountResult, ItemResult, RunRecord
 from rotate.report import stats
 from rotate.report._files import open_atomic_text
 
@@ -29,9 +30,13 @@ _FLAT = json.JSONEncoder(ensure_ascii=False, separators=(",\n" + _FIELD_INDENT, 
 _CONTAINERS = (list, tuple, dict)
 
 
-def _head(record: RunRecord, tally: stats.Tally) -> dict[str, object]:
-    """Every key of the record but `items`, in the record's key order."""
+def _head(
+    record: RunRecord, tally: stats.Tally, accounts: stats.AccountTally | None = None
+) -> dict[str, object]:
+    """Every key of the record but `accounts` and `items` (which follow it, in this order),
+    in the record's key order."""
     drift = record.drift
+    accounts = stats.account_tally(record.accounts) if accounts is None else accounts
     data: dict[str, object] = {
         "run_id": record.run_id,
         "mode": record.mode,
@@ -64,9 +69,18 @@ def _head(record: RunRecord, tally: stats.Tally) -> dict[str, object]:
             {"endpoint": p.endpoint, "system": p.system.value, "ok": p.ok, "detail": p.detail}
             for p in record.probes
         ],
+        "authorities": [
+            {"authority": p.name, "type": p.type, "ok": p.ok, "detail": p.detail}
+            for p in record.authority_probes
+        ],
+        "accounts_summary": accounts.summary(),
     }
     if record.mode == "report":
         data["percentages"] = tally.percentages()
+        data["account_percentages"] = accounts.percentages()
+        data["stale_usages"] = [
+            {"usage": i.row.label, "account": i.row.account_name} for i in tally.stale
+        ]
         data["due_before_next_run"] = tally.soon
         data["age_histogram"] = [b.as_record() for b in tally.age_histogram()]
         data["endpoint_compliance"] = [e.as_compliance_record() for e in tally.by_endpoint()]
@@ -77,10 +91,13 @@ def json_record(record: RunRecord) -> dict[str, object]:
     """The run as the DESIGN.md `--json` record; items keep the record's (inventory) order.
 
     A compliance record (mode `report`) adds the figures its page shows: the share of each
-    status, the age histogram and the per-endpoint breakdown. (This builds the whole record
-    in memory; the writers stream it instead.)
+    status, the age histogram and the per-endpoint breakdown, the share of the accounts in
+    each status, and the stale usages. The `accounts` (one record per account) and the
+    `items` (one per usage) come last. (This builds the whole record in memory; the writers
+    stream it instead.)
     """
     data = _head(record, stats.tally(record.items))
+    data["accounts"] = [result.as_record() for result in record.accounts]
     data["items"] = [item.as_record() for item in record.items]
     return data
 
@@ -115,9 +132,8 @@ def _key(name: str) -> str:
     return text
 
 
-def _item(item: ItemResult) -> str:
-    """One item's record, indented as the second level of the whole record."""
-    rec = item.as_record()
+def _entry(rec: dict[str, object]) -> str:
+    """One item's (or account's) record, indented as the second level of the whole record."""
     if not rec:
         return _ITEM_INDENT + "{}"
     if any(value and isinstance(value, _CONTAINERS) for value in rec.values()):
@@ -127,28 +143,48 @@ def _item(item: ItemResult) -> str:
     return f"{_ITEM_INDENT}{{\n{_FIELD_INDENT}{_FLAT(rec)[1:-1]}\n{_ITEM_INDENT}}}"
 
 
-def write_to(record: RunRecord, out: TextIO, *, tally: stats.Tally | None = None) -> None:
-    """Write the record's JSON text to `out`, one item at a time.
+def _item(item: ItemResult) -> str:
+    return _entry(item.as_record())
 
-    `tally`: the record's figures, when the caller has counted them already.
+
+def _account(result: AccountResult) -> str:
+    return _entry(result.as_record())
+
+
+def _write_list(out: TextIO, name: str, entries: Iterator[str], more: str) -> None:
+    """`"name": [...]` at the top level, one entry at a time, then `more` (`,` or nothing)."""
+    out.write(f"{' ' * _INDENT}{_STRING(name)}: ")
+    first = next(entries, None)
+    if first is None:
+        out.write("[]" + more)
+        return
+    write = out.write
+    write("[\n")
+    write(first)
+    for entry in entries:
+        write(",\n")
+        write(entry)
+    write(f"\n{' ' * _INDENT}]{more}")
+
+
+def write_to(
+    record: RunRecord,
+    out: TextIO,
+    *,
+    tally: stats.Tally | None = None,
+    account_tally: stats.AccountTally | None = None,
+) -> None:
+    """Write the record's JSON text to `out`, one account and one item at a time.
+
+    `tally`, `account_tally`: the record's figures, when the caller has counted them already.
     """
-    head = _head(record, stats.tally(record.items) if tally is None else tally)
+    head = _head(record, stats.tally(record.items) if tally is None else tally, account_tally)
     text = json.dumps(head, indent=_INDENT, ensure_ascii=False)
-    # The head is an object with at least `run_id`: drop its closing "\n}", add the items.
+    # The head is an object with at least `run_id`: drop its closing "\n}", add the lists.
     out.write(text[:-2])
-    out.write(f",\n{' ' * _INDENT}{_STRING('items')}: ")
-    if not record.items:
-        out.write("[]")
-    else:
-        out.write("[\n")
-        write = out.write
-        first = True
-        for item in record.items:
-            if not first:
-                write(",\n")
-            write(_item(item))
-            first = False
-        out.write(f"\n{' ' * _INDENT}]")
+    out.write(",\n")
+    _write_list(out, "accounts", map(_account, record.accounts), ",\n")
+    _write_list(out, "items", map(_item, record.items), "")
     out.write("\n}\n")
 
 
@@ -159,11 +195,18 @@ def dumps(record: RunRecord) -> str:
     return buf.getvalue()
 
 
-def write_json(record: RunRecord, path: Path, *, tally: stats.Tally | None = None) -> Path:
+def write_json(
+    record: RunRecord,
+    path: Path,
+    *,
+    tally: stats.Tally | None = None,
+    account_tally: stats.AccountTally | None = None,
+) -> Path:
     """Write the record to `path` atomically, streamed; its directory must exist.
 
-    `tally`: the record's figures, when the caller has counted them already. Returns `path`.
+    `tally`, `account_tally`: the record's figures, when the caller has counted them
+    already. Returns `path`.
     """
     with open_atomic_text(path) as out:
-        write_to(record, out, tally=tally)
+        write_to(record, out, tally=tally, account_tally=account_tally)
     return path

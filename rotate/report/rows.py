@@ -6,7 +6,8 @@ rather than in the templates (which still draw everything else, table heads incl
 markup is exactly what the templates' cells used to produce.
 
 Every value that comes from the inventory, Vault or a remote API (endpoint, target, username,
-domain, protocol, policy, owner, Vault path, reason, error, follow-ups) goes through
+domain, account, authority, host, protocol, policy, owner, Vault path, reason, error,
+follow-ups) goes through
 `markupsafe.escape`, as Jinja's autoescape would; only values from closed sets (statuses,
 stages, kinds, numbers, times this module formats) are written as they are.
 """
@@ -18,18 +19,20 @@ from datetime import UTC, datetime
 
 from markupsafe import Markup, escape
 
-from rotate.models import ItemResult, Row, Status
+from rotate.models import NO_AUTHORITY, AccountResult, ItemResult, Row, Status
 from rotate.report.stats import PLAN_STATUSES, why
 
 #: rank of a status in the table's `data-sort` of its status column (failures first)
 RANK: dict[Status, int] = {
     Status.FAILED: 0,
     Status.IN_DOUBT: 1,
-    Status.NOT_ATTEMPTED: 2,
-    Status.LAST_ATTEMPT_FAILED: 3,
-    Status.OVERDUE: 4,
-    Status.NEVER_ROTATED: 5,
-    Status.DUE: 6,
+    Status.DRIFT: 2,
+    Status.STALE: 3,
+    Status.NOT_ATTEMPTED: 4,
+    Status.LAST_ATTEMPT_FAILED: 5,
+    Status.OVERDUE: 6,
+    Status.NEVER_ROTATED: 7,
+    Status.DUE: 8,
 }
 REST = len(RANK)
 
@@ -73,8 +76,21 @@ def _e(text: str) -> str:
     return str(escape(text))
 
 
+def _of_account(r: Row) -> str:
+    """Under the username: the account the usage stores and where it is checked, when the
+    row names an account or an authority (a row with neither is an account of its own)."""
+    if r.authority == NO_AUTHORITY:
+        if not r.account:
+            return ""
+        where = '<span class="copy-only">copy-only</span>'
+    else:
+        where = _e(r.authority)
+    name = f"{_e(r.account)} · " if r.account else ""
+    return f'<br><span class="acct" title="account · authority">{name}{where}</span>'
+
+
 def _start(item: ItemResult, r: Row) -> str:
-    """The row's opening tag and the credential's cells (endpoint ... username)."""
+    """The row's opening tag and the credential's cells (endpoint ... username, account)."""
     endpoint = _e(r.endpoint)
     kind = r.kind.value
     port = "" if r.port is None else f'<span class="muted">:{r.port}</span>'
@@ -87,7 +103,7 @@ def _start(item: ItemResult, r: Row) -> str:
         f'<td class="mono wrap target">{_e(r.target)} <span class="muted line">line {r.line}'
         "</span></td>\n"
         f"<td>{_e(r.protocol)}{port}</td>\n"
-        f'<td class="mono wrap">{domain}{_e(r.username)}</td>\n'
+        f'<td class="mono wrap">{domain}{_e(r.username)}{_of_account(r)}</td>\n'
     )
 
 
@@ -181,6 +197,59 @@ def compliance_row(item: ItemResult) -> str:
         f"{_detail(item)}"
         f"{_ROW_END}"
     )
+
+
+def login(verified: bool | None) -> str:
+    """Whether Vault's password logged in at the account's authority: yes, no or —."""
+    if verified is None:
+        return '<td data-sort="1">—</td>'
+    if verified:
+        return '<td data-sort="2"><span class="badge s-ok">yes</span></td>'
+    return '<td data-sort="0"><span class="badge s-failed">no</span></td>'
+
+
+def account_row(result: AccountResult) -> str:
+    """One account: its authority and login names, what happened, its usages, its proof."""
+    a = result.account
+    status = result.status
+    flag = (
+        ""
+        if a.changes_host
+        else '<br><span class="badge s-copy_only">copy-only: host account not changed</span>'
+    )
+    kind = result.authority_type
+    kind = "" if not kind or kind == a.authority else f' <span class="muted">{_e(kind)}</span>'
+    domain = f'<span class="muted">{_e(a.domain)}\\</span>' if a.domain else ""
+    host = f' <span class="muted">@ {_e(a.host)}</span>' if a.host else ""
+    version = result.vault_version
+    ver = "" if version is None else f' <span class="ver">v{version}</span>'
+    vault = f"{_e(a.vault_path)}{ver}" if a.vault_path else "—"
+    error = f' <span class="err">{_e(result.error)}</span>' if result.error else ""
+    total = len(a.usages)
+    stale = result.stale
+    return (
+        f'      <tr data-status="{status.value}" data-authority="{_e(a.authority)}"'
+        f"{'' if a.changes_host else ' data-copy-only'}>\n"
+        f'<td class="mono wrap">{_e(a.name)}{flag}</td>\n'
+        f"<td>{_e(a.authority)}{kind}</td>\n"
+        f'<td class="mono wrap">{domain}{_e(a.username)}{host}</td>\n'
+        f'<td data-sort="{RANK.get(status, REST)}"><span class="badge s-{status.value}">'
+        f"{status.value.replace('_', ' ')}</span></td>\n"
+        f"{_time(result.last_changed)}\n"
+        f"{login(result.login_verified)}\n"
+        f'<td class="num">{result.in_sync}</td>\n'
+        f'<td class="num{" stale-n" if stale else " muted"}">{stale}</td>\n'
+        f'<td class="num">{total}</td>\n'
+        f'<td class="mono wrap">{vault}</td>\n'
+        f'<td class="wrap">{_e(result.reason)}{error}</td>'
+        f"{_ROW_END}"
+    )
+
+
+def accounts(results: Iterable[AccountResult]) -> Markup:
+    """The `<tr>`s of the accounts table, in the given order."""
+    # Markup: every record value in these rows was escaped above.
+    return Markup("".join(map(account_row, results)))  # noqa: S704
 
 
 _ROWS: dict[str, Callable[[ItemResult], str]] = {"plan": plan_row, "report": compliance_row}

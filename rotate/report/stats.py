@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from rotate.models import SYSTEM_OF_KIND, ItemResult, Status
+from rotate.models import NO_AUTHORITY, SYSTEM_OF_KIND, AccountResult, ItemResult, Status
 
 #: the statuses of a compliance report, always listed (with 0 when absent)
 COMPLIANCE_STATUSES: tuple[Status, ...] = (
@@ -65,6 +65,8 @@ class Tally:
     soon: int = 0
     #: plan items by (status value, `why`)
     reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: the stale usages (the account changed, they did not take it), in record order
+    stale: list[ItemResult] = field(default_factory=list)
 
     def add(self, item: ItemResult) -> None:
         status = item.status
@@ -81,6 +83,8 @@ class Tally:
             self.soon += 1
         if status in PLAN_STATUSES:
             self.reasons[status.value, why(item)] += 1
+        elif status is Status.STALE:
+            self.stale.append(item)
 
     def summary(self) -> dict[str, int]:
         """Counts by status as `RunRecord.summary()` has them: `total`, the DESIGN.md keys,
@@ -134,6 +138,105 @@ def status_counts(items: Iterable[ItemResult]) -> Counter[str]:
 def percentages(items: Iterable[ItemResult]) -> dict[str, float]:
     """Share of the items in each status: the compliance statuses always, others when present."""
     return tally(items).percentages()
+
+
+# --- accounts -----------------------------------------------------------------------------
+
+
+@dataclass
+class AuthorityCounts:
+    """The accounts checked at one authority (`none`: the copy-only ones)."""
+
+    name: str
+    type: str  # ldap | ad | none | ... (from its accounts' results)
+    accounts: int = 0
+    usages: int = 0
+    attention: int = 0  # accounts needing attention (see `account_attention`)
+
+
+@dataclass
+class AccountTally:
+    """The account figures of a record, counted in one pass over its accounts."""
+
+    total: int = 0
+    #: accounts by status value, in the order the statuses first occur
+    statuses: Counter[str] = field(default_factory=Counter)
+    copy_only: int = 0  # `authority = none`: the host account is not changed
+    usages: int = 0  # usages of all the accounts
+    in_sync: int = 0  # usages known to hold Vault's current password
+    stale: int = 0  # usages known not to
+    login_verified: int = 0  # logged in at the authority with Vault's password
+    login_failed: int = 0  # could not
+    attention: int = 0  # accounts needing attention (see `account_attention`)
+    #: per authority name, in the order the authorities first occur
+    authorities: dict[str, AuthorityCounts] = field(default_factory=dict)
+
+    def add(self, result: AccountResult) -> None:
+        account = result.account
+        n = len(account.usages)
+        self.total += 1
+        self.statuses[result.status.value] += 1
+        self.copy_only += not account.changes_host
+        self.usages += n
+        self.in_sync += result.in_sync
+        self.stale += result.stale
+        if result.login_verified is not None:
+            if result.login_verified:
+                self.login_verified += 1
+            else:
+                self.login_failed += 1
+        urgent = account_attention(result)
+        self.attention += urgent
+        per = self.authorities.get(account.authority)
+        if per is None:
+            kind = result.authority_type or ("none" if account.authority == NO_AUTHORITY else "")
+            per = self.authorities[account.authority] = AuthorityCounts(account.authority, kind)
+        per.accounts += 1
+        per.usages += n
+        per.attention += urgent
+
+    def summary(self) -> dict[str, int]:
+        """`total`, the accounts by status (in the order the statuses first occur), then
+        the copy-only accounts, the usages and the logins checked."""
+        counts = {"total": self.total}
+        counts.update(self.statuses)
+        counts.update(
+            copy_only=self.copy_only,
+            usages=self.usages,
+            usages_in_sync=self.in_sync,
+            usages_stale=self.stale,
+            login_verified=self.login_verified,
+            login_failed=self.login_failed,
+        )
+        return counts
+
+    def percentages(self) -> dict[str, float]:
+        """Share of the accounts in each status: the compliance statuses always, others
+        when present."""
+        keys = [s.value for s in COMPLIANCE_STATUSES]
+        keys += sorted(k for k in self.statuses if k not in keys)
+        return {k: percent(self.statuses[k], self.total) for k in keys}
+
+
+#: account statuses that need no one's attention (given no stale usage and no failed login)
+ACCOUNT_FINE = frozenset(
+    {Status.ROTATED, Status.COMPLIANT, Status.NOT_DUE, Status.IN_SYNC, Status.REPAIRED}
+)
+
+
+def account_attention(result: AccountResult) -> bool:
+    """Whether someone should look at the account: a status other than a success, a stale
+    usage, or Vault's password refused at its authority."""
+    return result.status not in ACCOUNT_FINE or result.stale > 0 or result.login_verified is False
+
+
+def account_tally(results: Iterable[AccountResult]) -> AccountTally:
+    """The figures of `results`, counted in one pass."""
+    counted = AccountTally()
+    add = counted.add
+    for result in results:
+        add(result)
+    return counted
 
 
 # --- ages ---------------------------------------------------------------------------------
