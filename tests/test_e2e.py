@@ -15,7 +15,7 @@ import hvac
 import pytest
 
 from rotate.cli import main
-from rotate.demo import convergence, sim_password
+from rotate.demo import sim_password
 from rotate.sim.faults import Faults
 from tests.plugins.scene import (
     DEMO_CSV,
@@ -24,6 +24,7 @@ from tests.plugins.scene import (
     all_secrets,
     assert_no_secret_in_outputs,
     cli,
+    converged,
     outputs,
     snapshot,
     sync,
@@ -50,7 +51,7 @@ def test_run_rotates_every_row_and_converges(
         assert item["verified"] is (item["kind"] != "connection")
         assert item["vault_version"] == 1
     # Every target now holds Vault's current password, a new one, and nothing is pending.
-    assert convergence(world.rows, world.states, world.store) == []
+    assert converged(world) == []
     for row in world.rows:
         assert sim_password(world.states[row.endpoint], row) != initial[row.label]
     # The rotation time is the version's own: one write per credential, no metadata write.
@@ -142,6 +143,7 @@ def test_per_endpoint_concurrency_limit_holds(world: World, tmp_path: Path) -> N
         world.settings.vault,
         dict(world.host.urls),
         {"per_endpoint_concurrency = 8": "per_endpoint_concurrency = 3"},
+        world.ca_file,
     )
     for name in world.states:
         world.host.set_faults(name, Faults(latency_ms=40))
@@ -166,15 +168,23 @@ def test_wrong_gateway_password_endpoint_not_attempted(
     record = json.loads(json_path.read_text())
     gw1 = [i for i in record["items"] if i["endpoint"] == "gw1"]
     assert gw1
-    assert {i["status"] for i in gw1} == {"not_attempted"}
-    assert "gateway password" in gw1[0]["error"]
+    # An account whose usages all live on gw1 is not attempted; one with a usage elsewhere
+    # (EXAMPLE\svc-hr: hr-rdp-01 on gw1, hr-rdp-02 on gw2) is changed, and its gw1 usage
+    # recorded stale for the next run.
+    elsewhere = {r.account_name for r in world.rows if r.endpoint != "gw1"}
+    for item in gw1:
+        expected = "stale" if item["account"] in elsewhere else "not_attempted"
+        assert item["status"] == expected, item
+        assert "gateway password" in item["error"]
+    assert {i["status"] for i in gw1} == {"stale", "not_attempted"}
     others = [i for i in record["items"] if i["endpoint"] != "gw1"]
     assert {i["status"] for i in others} == {"rotated"}
     assert world.host.simulator("gw1").counters.writes == 0
     for row in world.rows_of("gw1"):
-        assert world.version(row) is None
         assert world.pending(row) is None
         assert world.held(row) == world.initial[row.label]
+        if row.account_name not in elsewhere:
+            assert world.version(row) is None
     assert_no_secret_in_outputs(world, capsys.readouterr(), caplog, json_path)
 
 
@@ -227,7 +237,10 @@ def test_make_demo_equivalent_subprocess(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "every target holds the password Vault has as current" in proc.stdout
+    assert "every account's usages hold the one password Vault has as current" in proc.stdout
+    assert "EXAMPLE\\administrator: 4 usage(s) hold one password; it logs in at corp-ad" in (
+        proc.stdout
+    )
     runs = list((tmp_path / "reports").glob("run-*.json"))
     assert len(runs) == 1
     record = json.loads(runs[0].read_text())
@@ -276,4 +289,4 @@ def test_shards_each_rotate_their_part_under_their_own_lease(world: World) -> No
     ]
     assert len(rotated) == len(set(rotated)) == len(world.rows)
     assert all(0 < len(r["items"]) < len(world.rows) for r in records)
-    assert convergence(world.rows, world.states, world.store) == []
+    assert converged(world) == []

@@ -26,7 +26,6 @@ from typing import Any
 import hvac
 import pytest
 
-from rotate.demo import convergence
 from rotate.devvault import DEV_MOUNT, DevVault
 from rotate.inventory import load_inventory
 from rotate.models import Kind
@@ -38,6 +37,7 @@ from tests.plugins.scene import (
     adopt,
     assert_no_secret_in_outputs,
     cli,
+    converged,
     lockouts,
     reconfigure,
     record_of,
@@ -85,11 +85,37 @@ def statuses(items: list[Item]) -> set[str]:
     return {i["status"] for i in items}
 
 
+def copy_only(world: World, item: Item) -> bool:
+    """Whether the item's account has no authority (its copies are the only place)."""
+    return world.row(label_of(item)).authority == "none"
+
+
+def unsure(world: World, item: Item) -> str:
+    """The status of a usage that may or may not have taken its new password: `in_doubt` for
+    a copy-only account (its candidate stays pending), `stale` for an account changed at its
+    authority (promoted; the next run re-pushes it to the usage)."""
+    return "in_doubt" if copy_only(world, item) else "stale"
+
+
 def pendings(world: World, endpoint: str) -> dict[str, str]:
-    """The pending candidate of every row of `endpoint` (each must have one)."""
-    found = {r.label: world.pending(r) for r in world.rows_of(endpoint)}
+    """The pending candidate of every copy-only row of `endpoint` (each must have one); the
+    rows of accounts changed at their authority were promoted instead (and are stale)."""
+    rows = [r for r in world.rows_of(endpoint) if r.authority == "none"]
+    found = {r.label: world.pending(r) for r in rows}
     assert None not in found.values(), found.keys()
     return {k: v for k, v in found.items() if v is not None}
+
+
+def assert_stale_on_the_new_password(world: World, endpoint: str) -> None:
+    """Rows of `endpoint` whose accounts were changed at their authority: recorded stale,
+    and their account's new password is Vault's current and logs in at the authority."""
+    for row in world.rows_of(endpoint):
+        if row.authority == "none":
+            continue
+        account = world.account(row.account_name)
+        assert world.pending(row) is None
+        assert world.current(row) != world.initial[row.label]
+        assert world.authority_password(account) == world.current(row)
 
 
 def assert_converges_on(world: World, candidates: dict[str, str]) -> Record:
@@ -102,7 +128,7 @@ def assert_converges_on(world: World, candidates: dict[str, str]) -> Record:
     code, record = run(world)
     assert code == 0, [i["error"] for i in record["items"] if i["error"]]
     assert len(world.generated) == made, "the clean run made a fresh password"
-    assert convergence(world.rows, world.states, world.store) == []
+    assert converged(world) == []
     items = items_by_label(record)
     for label, candidate in candidates.items():
         assert items[label]["status"] == "rotated"
@@ -280,8 +306,12 @@ def test_vault_lost_mid_run_no_lockout_then_converges(
 
         lost = threading.Event()
 
+        def promoted() -> bool:
+            return any((world.version(a.usages[0]) or 0) > 1 for a in world.accounts)
+
         def lose_vault() -> None:
-            if wait_until(lambda: writes() >= 6, 20):
+            # Mid-run: some vendor writes done and at least one account promoted already.
+            if wait_until(lambda: writes() >= 6 and promoted(), 20):
                 if loss == "sealed":
                     world.client.sys.seal()
                 else:
@@ -301,7 +331,7 @@ def test_vault_lost_mid_run_no_lockout_then_converges(
         assert counts["rotated"] >= 1, counts
         assert counts["failed"] + counts["in_doubt"] >= 1, counts
         bad = [i for i in record["items"] if i["status"] != "rotated"]
-        assert all("Vault unreachable" in i["error"] for i in bad), bad
+        assert all("Vault unreachable" in i["error"] for i in bad), [i["error"] for i in bad]
         if loss == "sealed":
             assert all("sealed" in i["error"] for i in bad), bad
 
@@ -314,13 +344,14 @@ def test_vault_lost_mid_run_no_lockout_then_converges(
         candidates = {}
         for item in bad:
             row = world.row(label_of(item))
-            if item["status"] == "failed":
-                # Vault refused the stage: the target never saw a candidate.
-                assert "not staged, target untouched" in item["error"]
+            if item["status"] == "failed" or "promotion failed" not in item["error"]:
+                # Vault refused the stage, or could not give the current password to check at
+                # the authority first: the target never saw a candidate.
+                said = ("not staged, target untouched", "nothing changed", "stays pending")
+                assert any(words in item["error"] for words in said), item["error"]
                 assert world.held(row) == world.initial[row.label] == world.current(row)
             else:
                 # The target took the candidate; Vault could not promote it: it stays pending.
-                assert "promotion failed" in item["error"]
                 pending = world.pending(row)
                 assert pending is not None
                 assert world.held(row) == pending
@@ -439,16 +470,20 @@ def test_target_5xx_on_every_write_is_in_doubt_then_converges(
     code, record = run(world, "--force")
     assert code == 1
     mine, others = split(record, endpoint)
-    assert statuses(mine) == {"in_doubt"}
+    assert [i["status"] for i in mine] == [unsure(world, i) for i in mine]
     assert statuses(others) == {"rotated"}
     for item in mine:
         assert "outcome unknown after 3 attempt(s)" in item["error"]
-        assert "candidate kept pending" in item["error"]
+        if copy_only(world, item):
+            assert "candidate kept pending" in item["error"]
     assert lockouts(world) == []
     candidates = pendings(world, endpoint)
     for row in world.rows_of(endpoint):
-        # The fault answered before the write: the target still has Vault's current.
-        assert world.held(row) == world.initial[row.label] == world.current(row)
+        # The fault answered before the write: the target still has its old password.
+        assert world.held(row) == world.initial[row.label]
+        if row.authority == "none":
+            assert world.held(row) == world.current(row)
+    assert_stale_on_the_new_password(world, endpoint)
     assert_converges_on(world, candidates)
     assert_no_secret_in_outputs(world, capsys.readouterr(), caplog)
 
@@ -474,7 +509,7 @@ def test_429_with_retry_after_is_waited_out_then_rotated(
     assert sim.counters.requests == 1 + len(rows) + 3 + read_backs
     assert sim.counters.writes == len(rows)
     assert elapsed >= 1.0
-    assert convergence(world.rows, world.states, world.store) == []
+    assert converged(world) == []
     assert_no_secret_in_outputs(world, capsys.readouterr(), caplog)
 
 
@@ -488,11 +523,12 @@ def test_write_hanging_past_the_timeout_is_in_doubt_lands_late_then_converges(
     code, record = run(world, "--force")
     assert code == 1
     mine, others = split(record, "branch-office")
-    assert statuses(mine) == {"in_doubt"}
+    assert [i["status"] for i in mine] == [unsure(world, i) for i in mine]
     assert statuses(others) == {"rotated"}
     for item in mine:
         assert "no answer within the timeout" in item["error"]
-        assert "candidate kept pending" in item["error"]
+        if copy_only(world, item):
+            assert "candidate kept pending" in item["error"]
     assert lockouts(world) == []  # at every instant, the late writes still on their way
     # Each of the two attempts is applied once its hang is over, long after the client left.
     rows = world.rows_of("branch-office")
@@ -500,8 +536,10 @@ def test_write_hanging_past_the_timeout_is_in_doubt_lands_late_then_converges(
     assert wait_until(lambda: sim.counters.writes == 2 * len(rows), 10)
     candidates = pendings(world, "branch-office")
     for row in rows:
-        assert world.held(row) == candidates[row.label] != world.initial[row.label]
+        landed = candidates[row.label] if row.authority == "none" else world.current(row)
+        assert world.held(row) == landed != world.initial[row.label]
     assert lockouts(world) == []
+    assert_stale_on_the_new_password(world, "branch-office")
     assert_converges_on(world, candidates)
     assert_no_secret_in_outputs(world, capsys.readouterr(), caplog)
 
@@ -519,22 +557,29 @@ def test_dropped_connection_is_in_doubt_or_rotated_after_retry(
     world.host.set_faults("gw2", Faults(drop_rate=1.0, writes_only=True, max_faults=drops))
     code, record = run(world, "--force")
     mine, others = split(record, "gw2")
-    assert statuses(mine) == {outcome}
+    if outcome == "rotated":
+        assert statuses(mine) == {outcome}
+    else:
+        assert [i["status"] for i in mine] == [unsure(world, i) for i in mine]
     assert statuses(others) == {"rotated"}
     assert lockouts(world) == []
     if outcome == "rotated":
         assert code == 0
         assert world.host.simulator("gw2").faults.injected == 2
         assert world.host.simulator("gw2").counters.writes == len(world.rows_of("gw2"))
-        assert convergence(world.rows, world.states, world.store) == []
+        assert converged(world) == []
     else:
         assert code == 1
         for item in mine:
             assert "connection dropped" in item["error"]
-            assert "candidate kept pending" in item["error"]
+            if copy_only(world, item):
+                assert "candidate kept pending" in item["error"]
         candidates = pendings(world, "gw2")
         for row in world.rows_of("gw2"):
-            assert world.held(row) == world.initial[row.label] == world.current(row)
+            assert world.held(row) == world.initial[row.label]
+            if row.authority == "none":
+                assert world.held(row) == world.current(row)
+        assert_stale_on_the_new_password(world, "gw2")
         assert_converges_on(world, candidates)
     assert_no_secret_in_outputs(world, capsys.readouterr(), caplog)
 
@@ -552,21 +597,28 @@ def test_applied_then_failed_write_is_in_doubt_and_its_candidate_promoted(
     code, record = run(world, "--force")
     assert code == 1
     mine, others = split(record, endpoint)
-    assert statuses(mine) == {"in_doubt"}
+    assert [i["status"] for i in mine] == [unsure(world, i) for i in mine]
     assert statuses(others) == {"rotated"}
     for item in mine:
         assert "outcome unknown after 2 attempt(s)" in item["error"]
-        assert "candidate kept pending" in item["error"]
+        if copy_only(world, item):
+            assert "candidate kept pending" in item["error"]
     assert lockouts(world) == []
     candidates = pendings(world, endpoint)
     for row in world.rows_of(endpoint):
-        # The target took the candidate, then said it failed; Vault's current is unchanged.
-        assert world.held(row) == candidates[row.label] != world.initial[row.label]
-        assert world.current(row) == world.initial[row.label]
+        # The target took the new password, then said it failed. A copy-only account's
+        # stays pending (Vault's current unchanged); one changed at its authority was
+        # promoted, and its usage recorded stale.
+        if row.authority == "none":
+            assert world.held(row) == candidates[row.label] != world.initial[row.label]
+            assert world.current(row) == world.initial[row.label]
+        else:
+            assert world.held(row) == world.current(row) != world.initial[row.label]
+    assert_stale_on_the_new_password(world, endpoint)
     world.host.reset_counters(endpoint)
     assert_converges_on(world, candidates)
-    # The clean run looked first where the API can read back (and found the candidate
-    # there: no write), and re-sent each candidate once where it cannot.
+    # The clean run looked first where the API can read back (and found the new password
+    # there: no write), and re-sent it once where it cannot.
     write_only = [r for r in world.rows_of(endpoint) if r.kind.value == "connection"]
     assert world.host.simulator(endpoint).counters.writes == len(write_only)
     assert_no_secret_in_outputs(world, capsys.readouterr(), caplog)
@@ -597,14 +649,24 @@ def test_rejected_password_is_discarded_and_the_current_stays_valid(
     items = items_by_label(record)
     for row in rejected:
         item = items.pop(row.label)
-        assert item["status"] == "failed"
         assert "target rejected the new password" in item["error"]
         assert fragment in item["error"]
-        assert "candidate discarded, the current password stays valid" in item["error"]
         assert world.pending(row) is None
-        assert world.held(row) == world.initial[row.label] == world.current(row)
-        assert world.version(row) == 1
-    assert statuses(list(items.values())) == {"rotated"}
+        assert world.held(row) == world.initial[row.label]
+        if row.authority == "none":
+            # Copy-only: nothing else holds the candidate, so it goes.
+            assert item["status"] == "failed"
+            assert "candidate discarded, the current password stays valid" in item["error"]
+            assert world.held(row) == world.current(row)
+            assert world.version(row) == 1
+        else:
+            # Changed at the authority already: the usage is stale, the next run re-pushes.
+            assert item["status"] == "stale"
+            account = world.account(row.account_name)
+            assert world.authority_password(account) == world.current(row)
+            assert world.version(row) == 2
+    others = list(items.values())
+    assert statuses(others) == {"rotated"}
     assert lockouts(world) == []
     assert_no_secret_in_outputs(world, capsys.readouterr(), caplog)
 
@@ -614,9 +676,11 @@ def test_unknown_target_fails_clearly_and_affects_nothing_else(
 ) -> None:
     adopt(world)
     ghosts = {
-        "office-mac,connection,FFFF-0000,RDP,,ghost,EXAMPLE,default,,,,": "connection not found",
-        "office-mac,computer,999999,RDP,,ghost,,default,,,,": "computer not found",
-        "gw1,server,no-such-srv,RDP,,ghost,,default,,,,": "is not defined on the gateway",
+        "office-mac,connection,FFFF-0000,RDP,,ghost,EXAMPLE,,none,default,,,,": (
+            "connection not found"
+        ),
+        "office-mac,computer,999999,RDP,,ghost,,,none,default,,,,": "computer not found",
+        "gw1,server,no-such-srv,RDP,,ghost,,,none,default,,,,": "is not defined on the gateway",
     }
     text = world.inventory.read_text().rstrip("\n") + "\n" + "\n".join(ghosts) + "\n"
     world.inventory.write_text(text)
@@ -635,7 +699,7 @@ def test_unknown_target_fails_clearly_and_affects_nothing_else(
         assert world.pending(row) is None
         assert world.held(row) is None  # nothing was created on the target either
     assert statuses(list(items.values())) == {"rotated"}
-    assert convergence(known, world.states, world.store) == []
+    assert converged(world, known) == []
     writes = sum(world.host.simulator(n).counters.writes for n in world.states)
     assert writes == len(known)
     assert_no_secret_in_outputs(world, capsys.readouterr(), caplog)

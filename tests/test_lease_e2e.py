@@ -8,9 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from rotate.demo import convergence
 from rotate.sim.faults import Faults
-from tests.plugins.scene import World
+from tests.plugins.scene import World, converged
 
 
 def start_run(world: World, out: Path, *extra: str) -> subprocess.Popen[str]:
@@ -59,7 +58,7 @@ def test_two_concurrent_runs_exactly_one_rotates(world: World, tmp_path: Path) -
     holder_run = out1.split()[1].rstrip(":")  # "run <run_id>: ..."
     assert holder_run in err2
     assert not (tmp_path / "b").exists()  # refused before anything, even a report
-    assert convergence(world.rows, world.states, world.store) == []
+    assert converged(world) == []
     # The lease was released at the end: the next run takes it at once.
     for name in world.states:
         world.host.set_faults(name, Faults())
@@ -85,4 +84,4 @@ def test_lease_of_a_killed_run_is_taken_over_at_once(world: World, tmp_path: Pat
     survivor = start_run(world, tmp_path / "b")
     _, err = survivor.communicate(timeout=120)
     assert survivor.returncode == 0, err
-    assert convergence(world.rows, world.states, world.store) == []
+    assert converged(world) == []

@@ -23,8 +23,10 @@ CANARY = "Canary-Passw0rd-7f3e91"
 def test_compliance_figures_match_seeded_vault_ages(world: World) -> None:
     """Ten rows seeded with known ages (max age 90 d): every status and percentage exact."""
     now = datetime.now(UTC)
-    rows = world.rows[:10]
-    ages = {0: 1, 1: 10, 2: 45, 3: 80, 4: 95, 5: 200}  # row index -> days; 6..9 never rotated
+    # Ten rows of ten different accounts (one secret each).
+    firsts = {r.account_name: r for r in reversed(world.rows)}
+    rows = sorted(firsts.values(), key=lambda r: r.line)[:10]
+    ages = {0: 1, 1: 8, 2: 45, 3: 80, 4: 95, 5: 200}  # row index -> days; 6..9 never rotated
     for i, days in ages.items():
         row = rows[i]
         when = now - timedelta(days=days)
@@ -44,7 +46,7 @@ def test_compliance_figures_match_seeded_vault_ages(world: World) -> None:
     sync(world.store).promote(stray, Credential("u", Secret("z" * 16)), None)
     subset = world.out.parent / "ten.csv"
     lines = world.inventory.read_text().splitlines()
-    subset.write_text("\n".join(lines[:11]) + "\n")
+    subset.write_text("\n".join([lines[0], *(lines[r.line - 1] for r in rows)]) + "\n")
     json_path = world.out.parent / "c.json"
     code = cli_on(world, subset, "report", "--json", str(json_path), "--schedule-days", "20")
     assert code == 0
@@ -100,8 +102,9 @@ def test_planted_canary_and_script_never_reach_an_output_or_run(
     world: World, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     binary = chromium_path()
-    row = world.rows[0]
-    # The canary is the credential's current password in Vault and on the target.
+    # A copy-only account: its password is checked nowhere but in the copies.
+    row = next(r for r in world.rows if r.authority == "none")
+    # The canary is the credential's current password in Vault.
     sync(world.store).promote(
         row.vault_path,
         Credential(row.username, Secret(CANARY), row.domain),
