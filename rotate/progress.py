@@ -1,4 +1,8 @@
-"""Progress of a long run: a live bar on a terminal, plain log lines otherwise."""
+"""Progress of a long run: a live bar on a terminal, plain log lines otherwise.
+
+Each outcome is counted as what it is (failed, in doubt, stale, not attempted, drift), never
+folded into "failed"; a line for an item in trouble names its reason.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBar
 
-from rotate.models import Row, Status
+from rotate.models import ItemResult, Row, Status
 
 log = logging.getLogger("rotate.progress")
 
-_BAD = {Status.FAILED, Status.IN_DOUBT, Status.NOT_ATTEMPTED}
+#: outcomes a progress display counts apart, in the order it shows them
+TROUBLE = (Status.FAILED, Status.IN_DOUBT, Status.STALE, Status.DRIFT, Status.NOT_ATTEMPTED)
+_REASON_LIMIT = 240
 
 
 class Progress(Protocol):
-    """Told about each item as the pipeline goes."""
+    """Told about each item as the runbook goes."""
 
     def start(self, total: int, endpoints: Sequence[str]) -> None:
         """The run begins with `total` items over these endpoints (one entry per item)."""
@@ -30,8 +36,8 @@ class Progress(Protocol):
         """An item is now in flight."""
         ...
 
-    def item_done(self, row: Row, status: Status) -> None:
-        """An item finished with this status."""
+    def item_done(self, item: ItemResult) -> None:
+        """An item finished with this outcome."""
         ...
 
     def stop(self) -> None:
@@ -48,21 +54,33 @@ class NullProgress:
     def item_started(self, row: Row) -> None:
         pass
 
-    def item_done(self, row: Row, status: Status) -> None:
+    def item_done(self, item: ItemResult) -> None:
         pass
 
     def stop(self) -> None:
         pass
 
 
+def trouble_text(counts: Counter[Status]) -> str:
+    """`2 failed, 1 in doubt` (the trouble outcomes that occurred), or `no trouble`."""
+    shown = [f"{counts[s]} {s.value.replace('_', ' ')}" for s in TROUBLE if counts[s]]
+    return ", ".join(shown) or "no trouble"
+
+
+def reason_of(item: ItemResult) -> str:
+    """The item's error (else its reason), on one line and short: what a console line says."""
+    text = " ".join((item.error or item.reason).split())
+    return text if len(text) <= _REASON_LIMIT else text[: _REASON_LIMIT - 3] + "..."
+
+
 class _Counts:
-    """Done / failed / in flight, overall and per endpoint."""
+    """Done and in flight per endpoint, and each outcome counted as itself."""
 
     def __init__(self) -> None:
         self.total: Counter[str] = Counter()
         self.done: Counter[str] = Counter()
-        self.failed: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
+        self.outcomes: dict[str, Counter[Status]] = {}
 
     def start(self, endpoints: Sequence[str]) -> None:
         self.total.update(endpoints)
@@ -70,15 +88,25 @@ class _Counts:
     def started(self, row: Row) -> None:
         self.in_flight[row.endpoint] += 1
 
-    def finished(self, row: Row, status: Status) -> None:
-        self.in_flight[row.endpoint] -= 1
-        self.done[row.endpoint] += 1
-        if status in _BAD:
-            self.failed[row.endpoint] += 1
+    def finished(self, item: ItemResult) -> None:
+        endpoint = item.row.endpoint
+        self.in_flight[endpoint] -= 1
+        self.done[endpoint] += 1
+        self.outcomes.setdefault(endpoint, Counter())[item.status] += 1
+
+    def of(self, endpoint: str | None = None) -> Counter[Status]:
+        """Outcomes of one endpoint, or of all."""
+        if endpoint is not None:
+            return self.outcomes.get(endpoint, Counter())
+        total: Counter[Status] = Counter()
+        for counts in self.outcomes.values():
+            total.update(counts)
+        return total
 
 
 class LogProgress:
-    """Plain lines for cron and CI: every failure, and a tally every `every_s` seconds."""
+    """Plain lines for cron and CI: every item in trouble with its reason, and a tally every
+    `every_s` seconds."""
 
     def __init__(self, every_s: float = 10.0) -> None:
         self.every_s = every_s
@@ -93,10 +121,12 @@ class LogProgress:
     def item_started(self, row: Row) -> None:
         self.counts.started(row)
 
-    def item_done(self, row: Row, status: Status) -> None:
-        self.counts.finished(row, status)
-        if status in _BAD:
-            log.warning("%s: %s", row.label, status.value)
+    def item_done(self, item: ItemResult) -> None:
+        self.counts.finished(item)
+        if item.status in TROUBLE:
+            # Not attempted after an abort or a failed probe: said once by the run, counted here.
+            level = logging.INFO if item.status is Status.NOT_ATTEMPTED else logging.WARNING
+            log.log(level, "%s: %s: %s", item.row.label, item.status.value, reason_of(item))
         if time.monotonic() - self._last >= self.every_s:
             self._last = time.monotonic()
             self._tally()
@@ -104,10 +134,10 @@ class LogProgress:
     def _tally(self) -> None:
         c = self.counts
         log.info(
-            "progress: %d/%d done, %d failed, %d in flight",
+            "progress: %d/%d done (%s), %d in flight",
             sum(c.done.values()),
             sum(c.total.values()),
-            sum(c.failed.values()),
+            trouble_text(c.of()),
             sum(c.in_flight.values()),
         )
 
@@ -117,7 +147,8 @@ class LogProgress:
 
 
 class BarProgress:
-    """A rich progress bar per endpoint plus a total, on a terminal."""
+    """A rich progress bar per endpoint plus a total, on a terminal; items in trouble are
+    printed above the bars with their reasons."""
 
     def __init__(self, console: Console) -> None:
         self.counts = _Counts()
@@ -125,7 +156,7 @@ class BarProgress:
             TextColumn("{task.description:<24}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("[red]{task.fields[failed]} failed[/]"),
+            TextColumn("[red]{task.fields[trouble]}[/]"),
             TextColumn("{task.fields[in_flight]} in flight"),
             TimeElapsedColumn(),
             console=console,
@@ -135,35 +166,40 @@ class BarProgress:
 
     def start(self, total: int, endpoints: Sequence[str]) -> None:
         self.counts.start(endpoints)
-        self._tasks["*"] = self.bar.add_task("all", total=total, failed=0, in_flight=0)
+        self._tasks["*"] = self.bar.add_task("all", total=total, trouble="", in_flight=0)
         for name in sorted(set(endpoints)):
             self._tasks[name] = self.bar.add_task(
-                name, total=self.counts.total[name], failed=0, in_flight=0
+                name, total=self.counts.total[name], trouble="", in_flight=0
             )
         self.bar.start()
 
     def _refresh(self, endpoint: str) -> None:
         c = self.counts
-        self.bar.update(
-            self._tasks[endpoint],
-            completed=c.done[endpoint],
-            failed=c.failed[endpoint],
-            in_flight=c.in_flight[endpoint],
-        )
-        self.bar.update(
-            self._tasks["*"],
-            completed=sum(c.done.values()),
-            failed=sum(c.failed.values()),
-            in_flight=sum(c.in_flight.values()),
-        )
+        for task, counts, done, flying in (
+            (endpoint, c.of(endpoint), c.done[endpoint], c.in_flight[endpoint]),
+            ("*", c.of(), sum(c.done.values()), sum(c.in_flight.values())),
+        ):
+            trouble = trouble_text(counts)
+            self.bar.update(
+                self._tasks[task],
+                completed=done,
+                trouble="" if trouble == "no trouble" else trouble,
+                in_flight=flying,
+            )
 
     def item_started(self, row: Row) -> None:
         self.counts.started(row)
         self._refresh(row.endpoint)
 
-    def item_done(self, row: Row, status: Status) -> None:
-        self.counts.finished(row, status)
-        self._refresh(row.endpoint)
+    def item_done(self, item: ItemResult) -> None:
+        self.counts.finished(item)
+        self._refresh(item.row.endpoint)
+        if item.status in TROUBLE and item.status is not Status.NOT_ATTEMPTED:
+            self.bar.console.print(
+                f"{item.row.label}: {item.status.value}: {reason_of(item)}",
+                markup=False,
+                highlight=False,
+            )
 
     def stop(self) -> None:
         self.bar.stop()

@@ -104,6 +104,10 @@ class Context:
     default_max_age_days: int
     # a new password for the account (per its policy): made here or by a Vault policy
     generate: Callable[[Account], Awaitable[Secret]]
+    # why the run stopped starting anything new ("" while it goes on)
+    stopped: Callable[[], str] = lambda: ""
+    # an account failed or is in doubt: told the moment it is known (failure threshold, canary)
+    failing: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -178,6 +182,7 @@ class AccountRotation:
     login_verified: bool | None = None
     journal: str | None = None  # a journal record staged here, for the orchestrator to settle
     unsure: str = ""  # why the last login check could not tell
+    _counted: bool = False  # its failure was told to the run (once)
     _repaired: dict[str, Push] = field(default_factory=dict)
     _followups: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -203,6 +208,8 @@ class AccountRotation:
                 decision.reason,
                 error="not attempted: no endpoint of its usages passed its probe",
             )
+        if (halted := await self.halted()) is not None:
+            return halted
         if self.account.changes_host:
             stopped = await self.change_at_authority(resumed)
             if stopped is not None:
@@ -211,9 +218,22 @@ class AccountRotation:
             staged = await self.stage()
             if staged is not None:
                 return staged
+        elif not self.account.changes_host and (halted := await self.halted()) is not None:
+            return halted
         assert self.candidate is not None
         pushes = await self.push_all(self.candidate, resumed=resumed)
         return await self.settle(pushes, resumed=resumed)
+
+    async def halted(self) -> AccountOutcome | None:
+        """The run was aborted before anything was sent for this account: it is not attempted
+        (an unsent candidate dropped; a resumed one stays pending for the next run)."""
+        why = self.ctx.stopped()
+        if not why:
+            return None
+        await self.discard_unused()
+        return self.outcome(
+            Status.NOT_ATTEMPTED, f"{self.decision.reason}; not started: run aborted", error=why
+        )
 
     # -- 0. repair -------------------------------------------------------------------------
 
@@ -510,6 +530,7 @@ class AccountRotation:
 
     async def discarded(self, why: str, pushes: Sequence[Push] = ()) -> AccountOutcome:
         """Nothing holds the candidate: drop it; Vault's current password stays valid."""
+        self.known_failure()
         try:
             await self.ctx.store.discard(self.account.vault_path)
         except StoreError as exc:
@@ -550,6 +571,12 @@ class AccountRotation:
 
     # -- the record ------------------------------------------------------------------------
 
+    def known_failure(self) -> None:
+        """Tell the run, once, that this account failed or is in doubt."""
+        if not self._counted:
+            self._counted = True
+            self.ctx.failing()
+
     def outcome(
         self,
         status: Status,
@@ -562,6 +589,8 @@ class AccountRotation:
         rotated_at: datetime | None = None,
     ) -> AccountOutcome:
         """The account's result and one item per usage, from how far it got."""
+        if status in (Status.FAILED, Status.IN_DOUBT):
+            self.known_failure()
         by_label = {p.row.label: p for p in pushes}
         duration = time.monotonic() - self.started
         items = []

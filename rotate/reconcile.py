@@ -89,7 +89,7 @@ async def reconcile(runbook: Runbook, rows: Sequence[Row], repush: bool) -> Outc
                 result = await _Item(
                     runbook, row, state, repush, row.account_name in shared
                 ).reconcile()
-            progress.item_done(row, result.status)
+            progress.item_done(result)
             results[i] = result
 
     try:

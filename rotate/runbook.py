@@ -164,16 +164,23 @@ class Runbook:
         self.authorities = {NO_AUTHORITY: NoAuthority(), **(authorities or {})}
         self.options = options
         self.progress = progress or NullProgress()
-        self.aborted = ""  # set once: from then on no new account starts
+        self.aborted = ""  # set once: from then on no new account starts, nothing new is sent
+        self.in_flight_at_abort = 0  # accounts under way when the run was aborted
         self._tolerated: float | None = None
         self._failures = 0
         self._total = 0
+        self._in_flight = 0
+        self._canary: int | None = None  # the canary's size while it runs
 
     def abort(self, reason: str) -> None:
-        """Stop starting new accounts; those in flight finish and are recorded."""
+        """Stop starting new accounts and sending anything new; those already sending finish
+        and are recorded."""
         if not self.aborted:
-            self.aborted = reason
-            log.error("run aborted: %s; no new account starts", reason)
+            self.in_flight_at_abort = self._in_flight
+            self.aborted = (
+                f"{reason}; {self._in_flight} account(s) already under way were let finish"
+            )
+            log.error("run aborted: %s; no new account starts", self.aborted)
 
     def authority_type(self, account: Account) -> str:
         found = self.settings.authorities.get(account.authority)
@@ -256,6 +263,8 @@ class Runbook:
             down=down,
             default_max_age_days=self.settings.run.max_age_days,
             generate=self._generate,
+            stopped=lambda: self.aborted,
+            failing=self._count_failure,
         )
 
     # -- plan ------------------------------------------------------------------------------
@@ -471,13 +480,9 @@ class Runbook:
         canary = work[: self.options.canary]
         try:
             if canary:
+                self._canary = len(canary)
                 await self._run_all(ctx, canary, outcomes)
-                bad = sum(outcomes[i].troubled for i, _ in canary)
-                if bad:
-                    self.abort(
-                        f"canary failed: {bad} of the first {len(canary)} account(s) "
-                        "failed or are in doubt (--canary)"
-                    )
+                self._canary = None
             await self._run_all(ctx, work[self.options.canary :], outcomes)
         finally:
             self.progress.stop()
@@ -599,17 +604,11 @@ class Runbook:
         for row in job.account.usages:
             self.progress.item_started(row)
         rotation = self._rotation(ctx, job)
-        if job.outcome is not None:
-            outcome = job.outcome
-        elif self.aborted:
-            await rotation.discard_unused()
-            outcome = rotation.outcome(
-                Status.NOT_ATTEMPTED,
-                f"{job.decision.reason}; not started: run aborted",
-                error=self.aborted,
-            )
-        else:
-            outcome = await rotation.run()
+        self._in_flight += 1
+        try:
+            outcome = await self._attempt(rotation, job)
+        finally:
+            self._in_flight -= 1
         if rotation.journal is not None:
             await self._settle(rotation.journal)
         if outcome.troubled:
@@ -619,14 +618,32 @@ class Runbook:
             if job.batch.open == 0:
                 await self._settle(job.batch.name)
         self._log(outcome)
-        if outcome.troubled:
-            self._count_failure()
         return outcome
 
+    async def _attempt(self, rotation: AccountRotation, job: _Job) -> AccountOutcome:
+        """The account's protocol, unless it already has an outcome or the run was aborted."""
+        if job.outcome is not None:
+            return job.outcome
+        if self.aborted:
+            await rotation.discard_unused()
+            return rotation.outcome(
+                Status.NOT_ATTEMPTED,
+                f"{job.decision.reason}; not started: run aborted",
+                error=self.aborted,
+            )
+        return await rotation.run()
+
     def _count_failure(self) -> None:
+        """An account failed or is in doubt, counted the moment that is known (before its
+        candidate is even discarded): the threshold or the canary stops the run at once."""
         self._failures += 1
         threshold = self.options.max_failures
-        if (
+        if self._canary is not None:
+            self.abort(
+                f"canary failed: {self._failures} of the first {self._canary} account(s) "
+                "failed or are in doubt (--canary)"
+            )
+        elif (
             threshold is not None
             and self._tolerated is not None
             and self._failures > self._tolerated
@@ -639,7 +656,7 @@ class Runbook:
     def _log(self, outcome: AccountOutcome) -> None:
         for item in outcome.items:
             row = item.row
-            self.progress.item_done(row, item.status)
+            self.progress.item_done(item)
             ITEMS.info(
                 "%s: %s",
                 row.label,
