@@ -177,9 +177,8 @@ class Runbook:
         and are recorded."""
         if not self.aborted:
             self.in_flight_at_abort = self._in_flight
-            self.aborted = (
-                f"{reason}; {self._in_flight} account(s) already under way were let finish"
-            )
+            under_way = f"; {self._in_flight} account(s) already under way were let finish"
+            self.aborted = reason + (under_way if self.options.mode == "run" else "")
             log.error("run aborted: %s; no new account starts", self.aborted)
 
     def authority_type(self, account: Account) -> str:
