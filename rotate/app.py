@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,13 +20,21 @@ from rotate.backends import (
     check_environment,
     settings_warnings,
 )
-from rotate.errors import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_REFUSED, CasConflict, StoreError
+from rotate.errors import (
+    EXIT_ITEMS_FAILED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    CasConflict,
+    RefusedError,
+    StoreError,
+    UsageError,
+)
 from rotate.inventory import group_accounts, load_inventory
 from rotate.lease import Lease
 from rotate.models import Row, RunRecord
 from rotate.planner import Shard
 from rotate.progress import NullProgress, Progress
-from rotate.report import ReportPaths, write_json, write_reports
+from rotate.report import ReportPaths, write_each_report, write_json
 from rotate.runbook import Options, Outcome, Runbook, Threshold, exit_trouble
 from rotate.settings import Settings
 from rotate.stores.base import SecretStore
@@ -53,6 +62,7 @@ class Invocation:
     plan_hash: str | None = None  # run: refuse unless the approved plan still holds
     shard: Shard | None = None  # only this part of the inventory, under a lease of its own
     schedule_days: float | None = None  # report: days until the next scheduled run
+    metrics_path: Path | None = None  # checked writable with the other outputs
     progress: Progress = field(default_factory=NullProgress)
 
 
@@ -63,6 +73,7 @@ class Result:
     record: RunRecord
     reports: ReportPaths
     exit_code: int
+    not_written: tuple[str, ...] = ()  # outputs that could not be written, and why
 
 
 def file_sha256(path: Path) -> str:
@@ -173,66 +184,151 @@ def summary_line(record: RunRecord) -> str:
     )
 
 
-def execute(invocation: Invocation, store_factory: StoreFactory = default_store) -> Result:
-    """Check the inputs, then Vault, then drive the pipeline and write the reports."""
+def check_outputs(invocation: Invocation) -> None:
+    """Every output path is writable before anything changes (UsageError, exit 2, if not):
+    the report directory, the `--json` file's and the metrics file's. Nothing is created
+    here: a directory that does not exist yet is judged by its nearest existing parent."""
+    problems = []
+    places = [("--out-dir", invocation.out_dir)]
+    for flag, path in (
+        ("--json", invocation.json_path),
+        ("--metrics-file", invocation.metrics_path),
+    ):
+        if path is not None:
+            places.append((flag, path.parent))
+            if path.is_dir():
+                problems.append(f"{flag} {path}: is a directory, not a file")
+    for flag, directory in places:
+        if (why := _unwritable(directory)) is not None:
+            problems.append(f"{flag} {directory}: cannot write there ({why})")
+    if problems:
+        raise UsageError("nothing was changed: " + "; ".join(problems))
+
+
+def _unwritable(directory: Path) -> str | None:
+    """Why files cannot be written in `directory` (or created under it), else None."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
+
+
+@dataclass(frozen=True)
+class _Start:
+    """What a run knows before it opens Vault: its id, start, inputs' digests, warnings."""
+
+    run_id: str
+    started: datetime
+    inventory_sha: str
+    config_sha: str
+    warnings: tuple[str, ...]
+
+
+def _rows(invocation: Invocation) -> list[Row]:
+    """The validated inventory (this shard's part of it), every input checked."""
     settings = invocation.settings
     rows = load_inventory(invocation.inventory, settings)
     if invocation.shard is not None:
         rows = [r for r in rows if invocation.shard.holds(r)]
     if invocation.mode != "report":
         check_environment(rows, settings)
+    check_outputs(invocation)
+    return rows
+
+
+def execute(invocation: Invocation, store_factory: StoreFactory = default_store) -> Result:
+    """Check the inputs and outputs, then Vault, then drive the runbook and write the record
+    (the `--json` record first, then the reports). A run refused before any change still
+    writes its `--json` record, with the reason."""
+    settings = invocation.settings
+    rows = _rows(invocation)
     warnings = settings_warnings(rows, settings)
     for warning in warnings:
         log.warning("%s", warning)
-    inventory_sha = file_sha256(invocation.inventory)
-    config_sha = file_sha256(Path(settings.source)) if settings.source != "<defaults>" else ""
     started = datetime.now(UTC)
-    run_id = new_run_id(started)
+    start = _Start(
+        run_id=new_run_id(started),
+        started=started,
+        inventory_sha=file_sha256(invocation.inventory),
+        config_sha=file_sha256(Path(settings.source)) if settings.source != "<defaults>" else "",
+        warnings=warnings,
+    )
+    try:
+        outcome, identity, stats = _open_and_drive(invocation, rows, start, store_factory)
+    except RefusedError as exc:
+        refused = Outcome([], aborted=f"refused before any change: {exc}")
+        _write_refusal(invocation, _record(invocation, start, refused, "", {}))
+        raise
+    record = _record(invocation, start, outcome, identity, stats)
+    return _write_outputs(invocation, record)
+
+
+def _open_and_drive(
+    invocation: Invocation, rows: Sequence[Row], start: _Start, store_factory: StoreFactory
+) -> tuple[Outcome, str, dict[str, int]]:
+    """Vault checked (and the lease taken when writing), the back ends built, the runbook
+    driven; everything opened is closed again."""
+    settings = invocation.settings
     store = store_factory(settings)
     lease: Lease | None = None
     targets: dict[str, Target] = {}
-    authorities: dict[str, Authority] = {}
     try:
         identity = store.check()
-        log.info("run %s (%s) as %s on %s", run_id, invocation.mode, identity, settings.vault.addr)
+        log.info(
+            "run %s (%s) as %s on %s", start.run_id, invocation.mode, identity, settings.vault.addr
+        )
         if invocation.mode in WRITERS:
-            name = settings.run.lease_name
-            if invocation.shard is not None:
-                name = f"{name}-{invocation.shard.label}"
-            lease = Lease(
-                store,
-                f"{settings.vault.lease_root}/{name}",
-                run_id,
-                invocation.mode,
-                settings.run.lease_ttl_s,
-            )
-            if (preflight := getattr(store, "preflight", None)) is not None:  # VaultStore
-                preflight([r.vault_path for r in rows], lease=lease.path)  # before any write
+            lease = _lease(invocation, store, start.run_id)
+            store.preflight([r.vault_path for r in rows], lease=lease.path)  # before any write
             lease.acquire()
+        authorities: dict[str, Authority] = {}
         if invocation.mode != "report":
             targets = build_targets(rows, settings, store)
             authorities = build_authorities(group_accounts(rows), settings, store)
+        digest = start.inventory_sha + start.config_sha
         outcome = asyncio.run(
-            _drive(
-                invocation,
-                rows,
-                store,
-                targets,
-                authorities,
-                run_id,
-                lease,
-                inventory_sha + config_sha,
-            )
+            _drive(invocation, rows, store, targets, authorities, start.run_id, lease, digest)
         )
     finally:
         if lease is not None:
             lease.release()
         store.close()
-    record = RunRecord(
-        run_id=run_id,
+    stats = {
+        "vault_requests": store.requests,
+        "vendor_requests": sum(t.requests for t in targets.values()),
+    }
+    return outcome, identity, stats
+
+
+def _lease(invocation: Invocation, store: SecretStore, run_id: str) -> Lease:
+    settings = invocation.settings
+    name = settings.run.lease_name
+    if invocation.shard is not None:
+        name = f"{name}-{invocation.shard.label}"
+    path = f"{settings.vault.lease_root}/{name}"
+    return Lease(store, path, run_id, invocation.mode, settings.run.lease_ttl_s)
+
+
+def _record(
+    invocation: Invocation,
+    start: _Start,
+    outcome: Outcome,
+    identity: str,
+    stats: Mapping[str, int],
+) -> RunRecord:
+    settings = invocation.settings
+    return RunRecord(
+        run_id=start.run_id,
         mode=invocation.mode,
         dry_run=invocation.mode not in WRITERS,
-        started_at=started,
+        started_at=start.started,
         finished_at=datetime.now(UTC),
         inventory=str(invocation.inventory),
         config=settings.source,
@@ -245,18 +341,40 @@ def execute(invocation: Invocation, store_factory: StoreFactory = default_store)
         aborted=outcome.aborted,
         identity=identity,
         tool_version=__version__,
-        inventory_sha256=inventory_sha,
-        config_sha256=config_sha,
+        inventory_sha256=start.inventory_sha,
+        config_sha256=start.config_sha,
         plan_hash=outcome.plan_hash,
         schedule_days=invocation.schedule_days,
         drift=outcome.drift,
-        warnings=warnings,
-        stats={
-            "vault_requests": int(getattr(store, "requests", 0)),
-            "vendor_requests": sum(t.requests for t in targets.values()),
-        },
+        warnings=start.warnings,
+        stats=dict(stats),
     )
-    paths = write_reports(record, invocation.out_dir)
-    if invocation.json_path is not None:
+
+
+def _write_refusal(invocation: Invocation, record: RunRecord) -> None:
+    """The `--json` record of a run refused before any change (its reason in `aborted`)."""
+    if invocation.json_path is None:
+        return
+    try:
         write_json(record, invocation.json_path)
-    return Result(record, paths, exit_code_for(invocation.mode, record))
+    except OSError as exc:
+        log.error("the --json record was not written (%s)", exc.strerror or exc)
+
+
+def _write_outputs(invocation: Invocation, record: RunRecord) -> Result:
+    """The `--json` record first, on its own; then the reports. A file that cannot be written
+    is said in one line, the others are kept, and the run exits 1 at least."""
+    failures = []
+    if invocation.json_path is not None:
+        try:
+            write_json(record, invocation.json_path)
+        except OSError as exc:
+            failures.append(f"--json {invocation.json_path}: {exc.strerror or exc}")
+    paths, more = write_each_report(record, invocation.out_dir)
+    failures += more
+    for failure in failures:
+        log.error("not written: %s", failure)
+    code = exit_code_for(invocation.mode, record)
+    if failures:
+        code = max(code, EXIT_ITEMS_FAILED)
+    return Result(record, paths, code, tuple(failures))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -14,7 +15,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from rotate import __version__
-from rotate.errors import EXIT_INTERRUPTED, RotateError
+from rotate.crash import secret_values, write_crash_report
+from rotate.errors import EXIT_CRASH, EXIT_INTERRUPTED, RotateError
 from rotate.monitoring import ITEMS, json_handler, write_metrics
 from rotate.planner import Shard
 from rotate.progress import BarProgress, LogProgress, NullProgress, Progress
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "password in Vault/OpenBao.",
         epilog="exit status: 0 all done; 1 some items failed, are in doubt, stale or in drift; "
         "2 bad usage, config or inventory (nothing touched); 3 refused or aborted; "
-        "130 interrupted",
+        "70 unexpected error (a bug; its trace in a crash file); 130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"rotate {__version__}")
     _verbosity(parser, argparse.SUPPRESS)
@@ -273,10 +275,7 @@ def _progress(args: argparse.Namespace, console: Console) -> Progress:
     return LogProgress()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    console = Console(stderr=True)
+def _logging(args: argparse.Namespace, console: Console) -> None:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     if args.log_format == "json":
         # One JSON object a line, with a line per item (run id, item, stage, outcome).
@@ -290,10 +289,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     # Libraries log request URLs; Spark View URLs carry passwords in their query strings.
-    for noisy in ("httpx", "httpcore", "urllib3", "hvac", "aiohttp.access"):
+    for noisy in ("httpx", "httpcore", "urllib3", "hvac", "aiohttp.access", "ldap3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.log_format != "json" and not args.verbose:
         ITEMS.setLevel(logging.WARNING)  # a line per item is for machines and -v
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(stderr=True)
+    _logging(args, console)
     metrics = getattr(args, "metrics_file", None)
     try:
         return _dispatch(args, console)
@@ -312,6 +318,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    except Exception as exc:  # the crash handler: nothing else escapes main
+        return _crashed(exc, args)
+
+
+def _crashed(exc: Exception, args: argparse.Namespace) -> int:
+    """One line naming the error's type and where its scrubbed trace went; exit 70."""
+    out_dir = getattr(args, "out_dir", None)
+    secrets = secret_values(os.environ)
+    try:
+        where = f"the full trace (secrets masked) is in {write_crash_report(exc, out_dir, secrets)}"
+    except OSError:
+        where = "no crash report could be written"
+    print(
+        f"rotate: unexpected error ({type(exc).__name__}): a bug, not a problem with your "
+        f"input; {where}; unfinished rotations stay pending in Vault, the next run finishes "
+        "them",
+        file=sys.stderr,
+    )
+    metrics = getattr(args, "metrics_file", None)
+    if metrics is not None:
+        with contextlib.suppress(OSError):
+            write_metrics(metrics, args.command, EXIT_CRASH, None)
+    return EXIT_CRASH
 
 
 def _dispatch(args: argparse.Namespace, console: Console) -> int:
@@ -352,12 +381,15 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         plan_hash=getattr(args, "plan_hash", None),
         schedule_days=getattr(args, "schedule_days", None),
         shard=args.shard,
+        metrics_path=args.metrics_file,
         progress=_progress(args, console),
     )
     result = execute(invocation)
     if args.metrics_file is not None:
         write_metrics(args.metrics_file, args.command, result.exit_code, result.record)
     print(summary_line(result.record))
+    for failure in result.not_written:
+        print(f"rotate: not written: {failure}", file=sys.stderr)
     if result.record.plan_hash:
         print(
             f"plan hash: {result.record.plan_hash}  (approve it with: rotate run "

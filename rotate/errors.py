@@ -21,6 +21,9 @@
 A RemoteError that is none of its subclasses means "not reached, nothing applied" (a
 connection refused before the request was sent), or "no verdict" for a read.
 
+Anything else that escapes (a bug) exits 70: one line on the console, the full trace in a
+crash file scrubbed of secrets (rotate/crash.py).
+
 Item-level errors never escape the pipeline: they become the item's recorded outcome. A run
 that stops starting items (failure threshold, failed canary, lost lease) is not an exception
 either: its record says why (`RunRecord.aborted`) and it exits 3.
@@ -35,6 +38,7 @@ EXIT_OK = 0
 EXIT_ITEMS_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+EXIT_CRASH = 70  # an unexpected exception (a bug): sysexits' EX_SOFTWARE
 EXIT_INTERRUPTED = 130
 
 

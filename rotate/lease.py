@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rotate.errors import CasConflict, LeaseHeld, StoreError
-from rotate.stores.base import SecretStore
+from rotate.stores.base import LeaseRecords
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Lease:
 
     def __init__(
         self,
-        store: SecretStore,
+        store: LeaseRecords,
         path: str,
         run_id: str,
         mode: str,

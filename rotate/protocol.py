@@ -51,7 +51,7 @@ from rotate.models import (
     StaleUsage,
     Status,
 )
-from rotate.stores.base import SecretStore
+from rotate.stores.base import DataPlane
 from rotate.targets.base import Target
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class Context:
 
     run_id: str
     force: bool
-    store: SecretStore
+    store: DataPlane
     targets: Mapping[str, Target]
     down: Mapping[str, str]  # endpoint -> why it failed its probe: it gets no writes
     default_max_age_days: int

@@ -46,7 +46,7 @@ from rotate.monitoring import ITEMS
 from rotate.progress import NullProgress, Progress
 from rotate.protocol import TROUBLE, AccountOutcome, AccountRotation, Context, now_utc
 from rotate.settings import Settings
-from rotate.stores.base import SecretStore
+from rotate.stores.base import DataPlane
 from rotate.stores.kv import fan_out
 from rotate.targets.base import Target
 
@@ -152,7 +152,7 @@ class Runbook:
     def __init__(
         self,
         settings: Settings,
-        store: SecretStore,
+        store: DataPlane,
         targets: Mapping[str, Target],
         options: Options,
         progress: Progress | None = None,

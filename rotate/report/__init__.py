@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ __all__ = [
     "report_paths",
     "write_accounts_csv",
     "write_csv",
+    "write_each_report",
     "write_html",
     "write_json",
     "write_reports",
@@ -58,21 +60,46 @@ def write_reports(record: RunRecord, out_dir: Path, *, page_size: int | None = N
     `html_report.MAX_TABLE_ITEMS`) gets item pages beside its HTML page
     (`<mode>-<run_id>-items-2.html`, ...), which `ReportPaths.html` links to.
     """
+    paths, failures = write_each_report(record, out_dir, page_size=page_size)
+    if failures:
+        raise OSError("; ".join(failures))
+    return paths
+
+
+def write_each_report(
+    record: RunRecord, out_dir: Path, *, page_size: int | None = None
+) -> tuple[ReportPaths, list[str]]:
+    """`write_reports`, each file on its own: one that cannot be written is named (with why)
+    in the returned list, and the others are still written."""
     paths = report_paths(record, out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return paths, [f"{out_dir}: {exc.strerror or exc}"]
     tally = stats.tally(record.items)  # counted once, for the JSON and the page
     accounts = stats.account_tally(record.accounts)
-    write_json(record, paths.json, tally=tally, account_tally=accounts)
-    write_csv(record, paths.csv)
-    write_accounts_csv(record, paths.accounts_csv)
-    write_html(
-        record,
-        paths.html,
-        csv_name=paths.csv.name,
-        json_name=paths.json.name,
-        accounts_csv_name=paths.accounts_csv.name,
-        page_size=page_size,
-        tally=tally,
-        account_tally=accounts,
-    )
-    return paths
+    writers: list[tuple[Path, Callable[[], object]]] = [
+        (paths.json, lambda: write_json(record, paths.json, tally=tally, account_tally=accounts)),
+        (paths.csv, lambda: write_csv(record, paths.csv)),
+        (paths.accounts_csv, lambda: write_accounts_csv(record, paths.accounts_csv)),
+        (
+            paths.html,
+            lambda: write_html(
+                record,
+                paths.html,
+                csv_name=paths.csv.name,
+                json_name=paths.json.name,
+                accounts_csv_name=paths.accounts_csv.name,
+                page_size=page_size,
+                tally=tally,
+                account_tally=accounts,
+            ),
+        ),
+    ]
+    for path, write in writers:
+        try:
+            write()
+        except OSError as exc:
+            failures.append(f"{path}: {exc.strerror or exc}")
+    return paths, failures

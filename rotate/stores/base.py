@@ -1,12 +1,13 @@
-"""The SecretStore protocol: the small interface the pipeline needs from Vault.
+"""The store protocols: what a run needs from Vault, as three small interfaces.
 
 The layout behind it (rotate/stores/kv.py) keeps the no-lost-credential invariants of
 DESIGN.md: the current secret of a row is the latest KV v2 version at its path (the previous
 ones stay readable); candidates are staged, a batch at a time, in journal records under the
 pending root before any target sees them, and leave them once promoted or discarded.
 
-Two planes: the control plane is blocking (called before and after the run's event loop, or
-in a thread); the data plane is made of coroutines on the run's event loop.
+Two planes: the control plane (`StoreControl`, and the `LeaseRecords` a run lease is kept in)
+is blocking, called before and after the run's event loop or in a thread; the data plane
+(`DataPlane`) is made of coroutines on the run's event loop; `SecretStore` is all three.
 """
 
 from __future__ import annotations
@@ -19,36 +20,49 @@ from rotate.models import Credential, PendingCandidate, Secret, SecretState, Sta
 from rotate.stores.kv import VERSION_TIME, RotationTime
 
 
-class SecretStore(Protocol):
-    """What the pipeline asks of a secret store."""
-
-    # --- control plane (blocking) -----------------------------------------------------------
+class StoreControl(Protocol):
+    """The control plane: blocking calls made before and after the run's event loop."""
 
     def check(self) -> str:
         """Fail with StoreUnavailable unless the store is usable; return who we are."""
         ...
 
+    def preflight(self, paths: Sequence[str], *, lease: str | None = None) -> None:
+        """Refuse (StoreUnavailable) before any change when the run may not write there."""
+        ...
+
     def read_field(self, path: str, key: str) -> str:
-        """One field of a secret (a gateway password, say); StoreError if missing."""
-        ...
-
-    def read_record(self, path: str) -> tuple[dict[str, str], int] | None:
-        """A bookkeeping record (a lease: never a secret) and its version, or None."""
-        ...
-
-    def write_record(self, path: str, data: Mapping[str, str], cas: int) -> int:
-        """Write a record with check-and-set `cas` (0: create only); CasConflict if it moved."""
-        ...
-
-    def delete_record(self, path: str) -> None:
-        """Delete a record; a no-op when there is none."""
+        """One field of a secret (a gateway or bind password); StoreError if missing."""
         ...
 
     def close(self) -> None:
         """Release what the control plane holds (and revoke a token the run created)."""
         ...
 
-    # --- data plane (coroutines) ------------------------------------------------------------
+
+class LeaseRecords(Protocol):
+    """Bookkeeping records (a run lease: never a secret), written with check-and-set."""
+
+    def read_record(self, path: str) -> tuple[dict[str, str], int] | None:
+        """A record and its version, or None."""
+        ...
+
+    def write_record(self, path: str, data: Mapping[str, str], cas: int) -> int:
+        """Write with check-and-set `cas` (0: create only); CasConflict if it moved."""
+        ...
+
+    def delete_record(self, path: str) -> None:
+        """Delete a record; a no-op when there is none."""
+        ...
+
+
+class DataPlane(Protocol):
+    """The data plane: coroutines on the run's event loop."""
+
+    @property
+    def requests(self) -> int:
+        """Round trips to the store so far."""
+        ...
 
     async def pending(self) -> dict[str, PendingCandidate]:
         """Every staged candidate, by secret path (one scan of the journal records)."""
@@ -64,7 +78,7 @@ class SecretStore(Protocol):
         ...
 
     async def stage(self, run_id: str, candidates: Mapping[str, PendingCandidate]) -> str:
-        """Store new candidates durably, in one journal record, before any target sees them;
+        """Store new candidates durably, in one journal record, before anything sees them;
         PendingConflict if a path already has one. Returns the record's name."""
         ...
 
@@ -75,26 +89,16 @@ class SecretStore(Protocol):
         expected_version: int | None,
         rotated_at: RotationTime = VERSION_TIME,
     ) -> int:
-        """Write the accepted credential as the new current version; return that version.
-
-        By default the version's creation is the rotation time; None records a password of
-        unknown age (adopted: the next run rotates it), a datetime an imported time."""
+        """Write the accepted credential as the new current version; return that version
+        (its creation is the rotation time unless `rotated_at` says: None unknown, or a time)."""
         ...
 
     async def discard(self, *paths: str) -> None:
-        """Drop these candidates now (their targets do not hold them)."""
+        """Drop these candidates now (nothing holds them)."""
         ...
 
     async def settle(self, name: str | None = None) -> None:
         """Clear promoted and discarded candidates from journal record `name` (None: all)."""
-        ...
-
-    async def generate_password(self, policy: str) -> Secret:
-        """A password from the Vault password policy `policy`."""
-        ...
-
-    async def record_failure(self, path: str, run_id: str, at: datetime) -> None:
-        """Note in the secret's metadata that an attempt failed or is in doubt."""
         ...
 
     async def stale(self) -> dict[str, dict[str, StaleUsage]]:
@@ -109,10 +113,22 @@ class SecretStore(Protocol):
         """These usages (by label) of the account at `path` hold its current password now."""
         ...
 
+    async def generate_password(self, policy: str) -> Secret:
+        """A password from the Vault password policy `policy`."""
+        ...
+
+    async def record_failure(self, path: str, run_id: str, at: datetime) -> None:
+        """Note in the secret's metadata that an attempt failed or is in doubt."""
+        ...
+
     async def list_paths(self, root: str) -> list[str]:
-        """Every secret path under `root`, leaving out rotate's pending and lease areas."""
+        """Every secret path under `root`, leaving out rotate's own areas."""
         ...
 
     async def aclose(self) -> None:
         """Close the data plane's connections."""
         ...
+
+
+class SecretStore(DataPlane, StoreControl, LeaseRecords, Protocol):
+    """A whole store (VaultStore, MemoryStore): what a run opens."""

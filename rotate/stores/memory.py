@@ -244,6 +244,10 @@ class MemoryStore(KVSecrets):
 
     # --- control plane ----------------------------------------------------------------------
 
+    def preflight(self, paths: Sequence[str], *, lease: str | None = None) -> None:
+        """Everything is allowed in memory, unless a fault was injected."""
+        self._sync("preflight", lambda: None)
+
     def check(self) -> str:
         """Always usable, unless a fault was injected; we are "memory"."""
         return self._sync("check", lambda: "memory")
