@@ -1,28 +1,26 @@
-"""Reconcile: compare each target with Vault and repair whichever side drifted, losing nothing."""
+"""Reconcile: compare each usage with Vault and repair whichever side drifted, losing nothing.
+
+Each usage's target is read back and compared with its account's current and pending
+passwords in Vault; the side that is off is repaired with the protocol's own steps
+(rotate/protocol.py: `push_usage` sends and reads back, the store promotes or discards).
+A pending candidate of an account checked at an authority, or shared by several usages, is
+left to `rotate run`, which asks the authority which password it holds.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import enum
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from rotate.errors import (
-    EXIT_ITEMS_FAILED,
-    EXIT_OK,
-    EXIT_REFUSED,
-    OutcomeUnknown,
-    Rejected,
-    RemoteError,
-    StoreError,
-)
+from rotate.errors import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_REFUSED, RemoteError, StoreError
 from rotate.inventory import group_accounts
 from rotate.models import Credential, ItemResult, Row, Secret, SecretState, Stage, Status
-from rotate.protocol import now_utc
+from rotate.protocol import Context, Push, Took, now_utc, push_usage
 from rotate.runbook import Outcome, Runbook, interleave
-from rotate.stores.kv import VERSION_TIME
+from rotate.stores.kv import VERSION_TIME, fan_out
 
 __all__ = ["reconcile", "reconcile_exit_code"]
 
@@ -31,33 +29,24 @@ log = logging.getLogger(__name__)
 _BAD = frozenset({Status.FAILED, Status.IN_DOUBT, Status.NOT_ATTEMPTED})
 
 _WRITE_ONLY = "write-only target: cannot compare; --repush re-sends Vault's current password"
-
-
-class _Check(enum.Enum):
-    """What a read-back after a push showed."""
-
-    MATCH = "match"
-    DIFFERS = "differs"
-    UNVERIFIED = "unverified"  # the read-back failed or had no password
+_KEPT = "candidate kept pending, the next run settles it"
 
 
 async def reconcile(runbook: Runbook, rows: Sequence[Row], repush: bool) -> Outcome:
-    """Bring every row's target and Vault back in line; bounded, and never cancelling.
+    """Bring every usage's target and Vault back in line; bounded, and never cancelling.
 
-    Reads each row's Vault state once, probes the endpoints (one that fails gets no writes),
-    then per row compares what the target reads back with Vault's current and pending
-    passwords and repairs the side that is off. Stops starting items once the runbook is
-    aborted (a lost lease).
+    Reads each account's Vault state once, probes the endpoints (one that fails gets no
+    writes), then per usage, on a fixed set of workers, compares and repairs. Stops starting
+    usages once the runbook is aborted (a lost lease).
     """
     accounts = group_accounts(rows)
-    by_account = dict(
-        zip((a.name for a in accounts), await runbook.read_states(accounts), strict=True)
-    )
-    states = [by_account[row.account_name] for row in rows]
+    read = await runbook.read_states(accounts)
+    by_account = dict(zip((a.name for a in accounts), read, strict=True))
     shared = {a.name for a in accounts if len(a.usages) > 1 or a.changes_host}
     results: dict[int, ItemResult] = {}
     readable: list[tuple[int, Row, SecretState]] = []
-    for i, (row, state) in enumerate(zip(rows, states, strict=True)):
+    for i, row in enumerate(rows):
+        state = by_account[row.account_name]
         if isinstance(state, StoreError):
             results[i] = ItemResult(
                 row, Status.FAILED, vault_path=row.vault_path, error=f"Vault not read: {state}"
@@ -66,34 +55,29 @@ async def reconcile(runbook: Runbook, rows: Sequence[Row], repush: bool) -> Outc
             readable.append((i, row, state))
 
     probes = await runbook.probe(sorted({row.endpoint for _, row, _ in readable}))
-    work: list[tuple[int, Row, SecretState]] = []
-    for i, row, state in readable:
-        probe = probes[row.endpoint]
-        if probe.ok:
-            work.append((i, row, state))
-            continue
-        reason = f"not attempted: endpoint {row.endpoint} failed its probe"
-        results[i] = _not_attempted(row, state, reason, probe.detail)
-
-    work = interleave(work, key=lambda w: w[1].endpoint)
+    ctx = runbook.context({n: p.detail for n, p in probes.items() if not p.ok})
+    work = interleave(readable, key=lambda w: w[1].endpoint)
     progress = runbook.progress
     progress.start(len(work), [row.endpoint for _, row, _ in work])
-    slots = asyncio.Semaphore(runbook.options.concurrency or runbook.settings.run.concurrency)
 
-    async def bounded(i: int, row: Row, state: SecretState) -> None:
-        async with slots:
-            progress.item_started(row)
-            if runbook.aborted:  # the lease was lost: no new item starts
-                result = _not_attempted(row, state, "not started: run aborted", runbook.aborted)
-            else:
-                result = await _Item(
-                    runbook, row, state, repush, row.account_name in shared
-                ).reconcile()
-            progress.item_done(result)
-            results[i] = result
+    async def one(w: tuple[int, Row, SecretState]) -> None:
+        i, row, state = w
+        progress.item_started(row)
+        item = _Usage(ctx, row, state, repush, row.account_name in shared)
+        if runbook.aborted:  # the lease was lost: no new usage starts
+            result = item.result(
+                Status.NOT_ATTEMPTED, "not started: run aborted", error=runbook.aborted
+            )
+        elif row.endpoint in ctx.down:
+            reason = f"not attempted: endpoint {row.endpoint} failed its probe"
+            result = item.result(Status.NOT_ATTEMPTED, reason, error=ctx.down[row.endpoint])
+        else:
+            result = await item.reconcile()
+        progress.item_done(result)
+        results[i] = result
 
     try:
-        await asyncio.gather(*(bounded(*w) for w in work))
+        await fan_out(one, work, runbook.width())
     finally:
         progress.stop()
         try:  # candidates promoted or discarded here leave their journal records
@@ -111,35 +95,16 @@ def reconcile_exit_code(outcome: Outcome) -> int:
     return EXIT_ITEMS_FAILED if any(i.status in _BAD for i in outcome.items) else EXIT_OK
 
 
-def _not_attempted(row: Row, state: SecretState, reason: str, error: str) -> ItemResult:
-    return ItemResult(
-        row,
-        Status.NOT_ATTEMPTED,
-        vault_path=row.vault_path,
-        vault_version=state.current_version,
-        reason=reason,
-        error=error,
-        last_rotated=state.rotated_at,
-    )
+@dataclass
+class _Usage:
+    """One usage: read its target back, compare with Vault's current and pending, repair."""
 
-
-class _Item:
-    """One row: read the target back, compare with Vault's current and pending, repair."""
-
-    def __init__(
-        self, runbook: Runbook, row: Row, state: SecretState, repush: bool, shared: bool
-    ) -> None:
-        # shared: the account has an authority or other usages; its pending candidate is
-        # settled by `rotate run` (which asks the authority), and no usage's password is
-        # adopted into Vault on its own
-        self.shared = shared
-        self.runbook = runbook
-        self.store = runbook.store
-        self.target = runbook.targets[row.endpoint]
-        self.row = row
-        self.state = state
-        self.repush = repush
-        self.started = time.monotonic()
+    ctx: Context
+    row: Row
+    state: SecretState
+    repush: bool
+    shared: bool  # an authority or other usages: no adoption, pending left to `rotate run`
+    started: float = field(default_factory=time.monotonic)
 
     def result(
         self,
@@ -174,11 +139,12 @@ class _Item:
                 "an unfinished rotation of a shared or authority-checked account: "
                 "`rotate run` finishes it (it asks the authority which password it holds)",
             )
+        target = self.ctx.targets[self.row.endpoint]
         held: Secret | None = None
-        readable = self.target.verifiable(self.row)
+        readable = target.verifiable(self.row)
         if readable:
             try:
-                held = await self.target.read_back(self.row)
+                held = await target.read_back(self.row)
             except RemoteError as exc:
                 return self.result(
                     Status.FAILED, "target not compared", error=f"read-back failed: {exc}"
@@ -191,7 +157,7 @@ class _Item:
         """Vault's current credential; read only when the state says there is one."""
         if self.state.current_version is None:
             return None
-        return await self.store.read_current(self.row.vault_path)
+        return await self.ctx.store.read_current(self.row.vault_path)
 
     # -- a target that can read back -------------------------------------------------------
 
@@ -211,16 +177,23 @@ class _Item:
                     Stage.VERIFIED,
                     verified=True,
                 )
-            return await self.discard_stale()
+            found = "target holds the current password"
+            return await self.discard_stale(found, f"{found}: stale candidate discarded")
         if pending is not None and held == pending.credential.password:
-            return await self.promote_held(pending.credential)
+            return await self.promote(
+                pending.credential,
+                "target holds the pending candidate: promoted it (Vault repaired)",
+                "target holds the pending candidate",
+                verified=True,
+            )
         if current is not None:
-            return await self.push_current(current, verify=True)
+            return await self.push_current(
+                current, "target drifted", "target drifted: re-pushed Vault's current password"
+            )
         if pending is not None:
             return await self.resend_pending(
                 pending.credential,
-                verify=True,
-                reason="target holds neither: re-sent the pending candidate and promoted it",
+                "target holds neither: re-sent the pending candidate and promoted it",
             )
         if self.shared:
             return self.result(
@@ -229,35 +202,6 @@ class _Item:
                 error="not adopted: the account is shared or checked at an authority; "
                 "`rotate run` sets one password for it",
             )
-        return await self.adopt(held)
-
-    async def discard_stale(self) -> ItemResult:
-        """The target holds the current password, so the candidate never took: drop it."""
-        reason = "target holds the current password: stale candidate discarded"
-        try:
-            await self.store.discard(self.row.vault_path)
-        except StoreError as exc:
-            return self.result(
-                Status.FAILED,
-                "target holds the current password",
-                Stage.VERIFIED,
-                verified=True,
-                error=f"the stale candidate could not be discarded ({exc})",
-            )
-        return self.result(Status.REPAIRED, reason, Stage.VERIFIED, verified=True)
-
-    async def promote_held(self, candidate: Credential) -> ItemResult:
-        """The target took the candidate and the run stopped before promoting it: finish."""
-        return await self.promote(
-            candidate,
-            "target holds the pending candidate: promoted it (Vault repaired)",
-            "target holds the pending candidate",
-            verified=True,
-            stage=Stage.VERIFIED,
-        )
-
-    async def adopt(self, held: Secret) -> ItemResult:
-        """Vault has nothing for this row: what the target holds becomes the current version."""
         credential = Credential(self.row.username, held, self.row.domain)
         return await self.promote(
             credential,
@@ -266,6 +210,20 @@ class _Item:
             verified=True,
             adopt=True,
         )
+
+    async def discard_stale(self, found: str, done: str) -> ItemResult:
+        """The target holds the current password, so the candidate never took: drop it."""
+        try:
+            await self.ctx.store.discard(self.row.vault_path)
+        except StoreError as exc:
+            return self.result(
+                Status.FAILED,
+                found,
+                Stage.VERIFIED,
+                verified=True,
+                error=f"the stale candidate could not be discarded ({exc})",
+            )
+        return self.result(Status.REPAIRED, done, Stage.VERIFIED, verified=True)
 
     # -- a target that cannot be compared ---------------------------------------------------
 
@@ -280,8 +238,7 @@ class _Item:
             # It may already be on the target: finish it like a resumed rotation.
             return await self.resend_pending(
                 pending.credential,
-                verify=False,
-                reason="re-sent the pending candidate and promoted it (write-only target)",
+                "re-sent the pending candidate and promoted it (write-only target)",
             )
         try:
             current = await self.current()
@@ -289,110 +246,49 @@ class _Item:
             return self.result(Status.FAILED, "nothing pushed", error=f"Vault not read: {exc}")
         if current is None:
             return self.result(Status.SKIPPED, "nothing in Vault to push")
-        return await self.push_current(current, verify=False)
+        return await self.push_current(
+            current,
+            "write-only target",
+            "re-pushed Vault's current password (write-only target)",
+        )
 
     # -- the writes --------------------------------------------------------------------------
 
-    async def push_current(self, current: Credential, verify: bool) -> ItemResult:
+    async def push_current(self, current: Credential, found: str, done: str) -> ItemResult:
         """Overwrite the target with Vault's current password; Vault itself is unchanged."""
-        if verify:
-            found, done = "target drifted", "target drifted: re-pushed Vault's current password"
-        else:
-            found, done = (
-                "write-only target",
-                "re-pushed Vault's current password (write-only target)",
-            )
-        try:
-            await self.target.push(self.row, current)
-        except Rejected as exc:
-            return self.result(Status.FAILED, found, error=f"re-push rejected: {exc}")
-        except OutcomeUnknown as exc:
-            return self.result(
-                Status.IN_DOUBT,
-                found,
-                error=f"re-push {exc}; Vault unchanged, reconcile again to settle it",
-            )
-        except RemoteError as exc:
-            return self.result(Status.FAILED, found, error=f"target not reached: {exc}")
-        if not verify:
-            return self.result(Status.REPAIRED, done, Stage.PUSHED, verified=False)
-
-        check, note = await self.verify(current.password)
-        if check is _Check.DIFFERS:
-            return self.result(
-                Status.IN_DOUBT,
-                found,
-                Stage.PUSHED,
-                verified=False,
-                error="read-back differs from the re-pushed password; nothing discarded",
-            )
-        if check is _Check.UNVERIFIED:
+        push = await push_usage(self.ctx, self.row, current, resumed=False)
+        if push.took is not Took.YES:
+            return self.unsure(push, found, "Vault unchanged, reconcile again to settle it")
+        if not push.verified:
+            note = push.note
             if self.state.pending is not None:
-                note += "; the pending candidate is kept"
+                note = "; ".join(n for n in (note, "the pending candidate is kept") if n)
             return self.result(Status.REPAIRED, done, Stage.PUSHED, verified=False, error=note)
         if self.state.pending is not None:
             # Verified: the target holds the current password, so the candidate is not there.
-            try:
-                await self.store.discard(self.row.vault_path)
-            except StoreError as exc:
-                return self.result(
-                    Status.FAILED,
-                    done,
-                    Stage.VERIFIED,
-                    verified=True,
-                    error=f"the stale candidate could not be discarded ({exc})",
-                )
+            return await self.discard_stale(done, done)
         return self.result(Status.REPAIRED, done, Stage.VERIFIED, verified=True)
 
-    async def resend_pending(self, candidate: Credential, verify: bool, reason: str) -> ItemResult:
-        """Re-send the staged candidate (an idempotent overwrite), then promote it.
-
-        On any failure the candidate stays pending: it may be on the target already, and
-        `rotate run` settles it.
-        """
-        row = self.row
-        if candidate.username != row.username or candidate.domain != row.domain:
-            log.warning("%s: re-sending a candidate staged for another username/domain", row.label)
+    async def resend_pending(self, candidate: Credential, reason: str) -> ItemResult:
+        """Re-send the staged candidate (an idempotent overwrite), then promote it. On any
+        failure it stays pending: it may be on the target already, and `rotate run` settles it."""
         found = "an unfinished candidate is pending"
-        kept = "candidate kept pending, the next run settles it"
-        try:
-            await self.target.push(row, candidate)
-        except Rejected as exc:
-            return self.result(
-                Status.FAILED, found, Stage.STAGED, error=f"target rejected it: {exc}; {kept}"
-            )
-        except OutcomeUnknown as exc:
-            return self.result(Status.IN_DOUBT, found, Stage.STAGED, error=f"{exc}; {kept}")
-        except RemoteError as exc:
-            return self.result(
-                Status.FAILED, found, Stage.STAGED, error=f"target not reached: {exc}; {kept}"
-            )
-        check, note = _Check.UNVERIFIED, ""
-        if verify:
-            check, note = await self.verify(candidate.password)
-            if check is _Check.DIFFERS:
-                return self.result(
-                    Status.IN_DOUBT,
-                    found,
-                    Stage.PUSHED,
-                    verified=False,
-                    error=f"read-back differs from the re-sent candidate; {kept}",
-                )
-        verified = check is _Check.MATCH
+        push = await push_usage(self.ctx, self.row, candidate, resumed=True)
+        if push.took is not Took.YES:
+            return self.unsure(push, found, _KEPT)
+        verified = bool(push.verified)
         stage = Stage.VERIFIED if verified else Stage.PUSHED
         return await self.promote(
-            candidate, reason, found, verified=verified, stage=stage, note=note
+            candidate, reason, found, verified=verified, stage=stage, note=push.note
         )
 
-    async def verify(self, expected: Secret) -> tuple[_Check, str]:
-        """Read the target back after a push; the note says why it is unverified."""
-        try:
-            held = await self.target.read_back(self.row)
-        except RemoteError as exc:
-            return _Check.UNVERIFIED, f"pushed; read-back failed ({exc})"
-        if held is None:
-            return _Check.UNVERIFIED, "pushed; the read-back has no password"
-        return (_Check.MATCH if held == expected else _Check.DIFFERS), ""
+    def unsure(self, push: Push, found: str, then: str) -> ItemResult:
+        """A push that did not take: in doubt when the target may hold it, else failed."""
+        status = Status.IN_DOUBT if push.took is Took.UNKNOWN else Status.FAILED
+        stage = Stage.PUSHED if push.verified is False else Stage.STAGED
+        return self.result(
+            status, found, stage, verified=push.verified, error=f"{push.note}; {then}"
+        )
 
     async def promote(
         self,
@@ -405,10 +301,10 @@ class _Item:
         note: str = "",
         adopt: bool = False,
     ) -> ItemResult:
-        """Write `credential` as the new current version (check-and-set on what we read)."""
-        # An adopted password's age is unknown: recorded as such, the next run rotates it.
+        """Write `credential` as the new current version (check-and-set on what we read).
+        An adopted password's age is unknown: recorded as such, the next run rotates it."""
         try:
-            version = await self.store.promote(
+            version = await self.ctx.store.promote(
                 self.row.vault_path,
                 credential,
                 self.state.current_version,
@@ -416,13 +312,8 @@ class _Item:
             )
         except StoreError as exc:
             if adopt:
-                return self.result(
-                    Status.FAILED,
-                    found,
-                    stage,
-                    verified=verified,
-                    error=f"it could not be stored in Vault ({exc})",
-                )
+                why = f"it could not be stored in Vault ({exc})"
+                return self.result(Status.FAILED, found, stage, verified=verified, error=why)
             return self.result(
                 Status.IN_DOUBT,
                 found,

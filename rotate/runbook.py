@@ -253,7 +253,7 @@ class Runbook:
         probes = await asyncio.gather(*(one(n) for n in names))
         return {p.name: p for p in probes}
 
-    def _context(self, down: Mapping[str, str]) -> Context:
+    def context(self, down: Mapping[str, str]) -> Context:
         return Context(
             run_id=self.options.run_id,
             force=self.options.force,
@@ -279,7 +279,7 @@ class Runbook:
             sorted({a.authority for a in acting if a.changes_host})
         )
         down = {n: p.detail for n, p in probes.items() if not p.ok}
-        ctx = self._context(down)
+        ctx = self.context(down)
 
         async def one(index: int) -> AccountOutcome:
             account, state, decision = accounts[index], states[index], decisions[index]
@@ -287,7 +287,7 @@ class Runbook:
                 return self._failed_read(account, state)
             return await self._plan_one(ctx, account, state, decision, authority_probes)
 
-        outcomes = await fan_out(one, list(range(len(accounts))), self._width())
+        outcomes = await fan_out(one, list(range(len(accounts))), self.width())
         due: list[str] = []
         for account, state, decision in zip(accounts, states, decisions, strict=True):
             if decision is not None and decision.due:
@@ -354,7 +354,7 @@ class Runbook:
         now = now_utc()
         states = await self.read_states(accounts)
         outcomes = []
-        ctx = self._context({})
+        ctx = self.context({})
         for account, state in zip(accounts, states, strict=True):
             if isinstance(state, StoreError):
                 outcomes.append(self._failed_read(account, state))
@@ -427,7 +427,7 @@ class Runbook:
         decisions = self._decide(accounts, states, now)
         outcomes: dict[int, AccountOutcome] = {}
         acting: list[tuple[int, _Job]] = []
-        ctx0 = self._context({})
+        ctx0 = self.context({})
         for i, (account, state, decision) in enumerate(
             zip(accounts, states, decisions, strict=True)
         ):
@@ -447,7 +447,7 @@ class Runbook:
             sorted({j.account.authority for _, j in acting if j.account.changes_host})
         )
         down = {n: p.detail for n, p in probes.items() if not p.ok}
-        ctx = self._context(down)
+        ctx = self.context(down)
         work: list[tuple[int, _Job]] = []
         for i, job in acting:
             probe = authority_probes.get(job.account.authority)
@@ -554,7 +554,7 @@ class Runbook:
         staged: dict[str, PendingCandidate] = {}
         for job, password in zip(new, made, strict=True):
             if isinstance(password, StoreError):
-                rotation = self._rotation(self._context({}), job)
+                rotation = self._rotation(self.context({}), job)
                 job.outcome = rotation.outcome(
                     Status.FAILED,
                     job.decision.reason,
@@ -575,7 +575,7 @@ class Runbook:
         except StoreError as exc:
             for job in new:
                 if job.outcome is None:
-                    rotation = self._rotation(self._context({}), job)
+                    rotation = self._rotation(self.context({}), job)
                     job.outcome = rotation.outcome(
                         Status.FAILED,
                         job.decision.reason,
@@ -709,7 +709,7 @@ class Runbook:
 
     # -- shared ----------------------------------------------------------------------------
 
-    def _width(self) -> int:
+    def width(self) -> int:
         return self.options.concurrency or self.settings.run.concurrency
 
     def _decide(
@@ -730,7 +730,7 @@ class Runbook:
     def _failed_read(self, account: Account, error: SecretState | StoreError) -> AccountOutcome:
         empty = SecretState(account.vault_path, None, None, None)
         rotation = AccountRotation(
-            self._context({}),
+            self.context({}),
             account,
             empty,
             planner.Decision(False, ""),
