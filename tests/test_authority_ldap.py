@@ -34,6 +34,9 @@ from rotate.errors import (
 )
 from rotate.models import Account, Secret
 from rotate.registry import authority_type
+from rotate.sim.directory import DirectoryState
+from rotate.sim.host import SimulatorHost
+from rotate.sim.tls import make_tls
 from tests.plugins.samba import SambaDC
 from tests.plugins.slapd import STAFF_DN, Slapd, free_port, strong_password
 
@@ -158,8 +161,45 @@ def samba_directory(samba: SambaDC) -> Directory:
     )
 
 
-#: directories the contract runs on: "<name>" needs a fixture "<name>_directory"
-DIRECTORIES = [pytest.param(name, marks=pytest.mark.integration) for name in ("slapd", "samba")]
+def standin(sim_host: SimulatorHost, tmp_path: Path, flavour: str, base_dn: str) -> Directory:
+    """The in-process stand-in (rotate/sim/directory.py) the demo uses, over LDAPS: the same
+    contract as the real servers, so it cannot drift from them."""
+    state = DirectoryState("ad" if flavour == "ad" else "ldap", base_dn)
+    admin_dn = f"cn=rotate,{base_dn}" if flavour == "ldap" else f"CN=rotate,CN=Users,{base_dn}"
+    admin_password = strong_password()
+    state.add_admin(admin_dn, admin_password)
+    tls = make_tls(tmp_path / "standin-tls")
+    url = sim_host.add_directory(f"standin-{flavour}", state, tls=tls.server)
+    return Directory(
+        kind=flavour,
+        url=url,
+        base_dn=base_dn,
+        admin_dn=admin_dn,
+        admin_password=Secret(admin_password),
+        ca_file=tls.ca_file,
+        add_user=state.add_user,
+        can_bind=lambda dn, password: bool(password) and state.dn_password(dn) == password,
+        weak_password="short1",  # min length 7
+    )
+
+
+@pytest.fixture
+def standin_ldap_directory(sim_host: SimulatorHost, tmp_path: Path) -> Directory:
+    return standin(sim_host, tmp_path, "ldap", "dc=example,dc=org")
+
+
+@pytest.fixture
+def standin_ad_directory(sim_host: SimulatorHost, tmp_path: Path) -> Directory:
+    return standin(sim_host, tmp_path, "ad", "DC=example,DC=net")
+
+
+#: directories the contract runs on: "<name>" needs a fixture "<name>_directory"; the real
+#: servers first, then the stand-ins the demo uses
+DIRECTORIES = [
+    *(pytest.param(name, marks=pytest.mark.integration) for name in ("slapd", "samba")),
+    "standin_ldap",
+    "standin_ad",
+]
 
 
 @pytest.fixture(params=DIRECTORIES)
