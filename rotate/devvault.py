@@ -17,7 +17,6 @@ import time
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from rotate.errors import RefusedError
@@ -178,12 +177,7 @@ class DevVault:
     def __enter__(self) -> DevVault:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:

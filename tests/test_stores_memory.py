@@ -267,7 +267,7 @@ async def test_a_promotion_during_a_rewrite_of_its_record_is_still_settled() -> 
     store = MemoryStore()
     name = await store.stage("run-1", {"x/a": _candidate(A), "x/b": _candidate(B)})
     held = _HeldJournal(store.kv, VaultSettings().pending_root)
-    store.kv = held  # type: ignore[assignment]
+    store.kv = held
 
     discarding = asyncio.create_task(store.discard("x/a"))
     await asyncio.wait_for(held.entered.wait(), 5)  # the rewrite without x/a is in flight ...

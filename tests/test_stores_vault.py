@@ -43,7 +43,7 @@ def _closed_port() -> int:
     return port  # nothing listens once the socket is closed
 
 
-def _no_secret(exc: BaseException, *secrets: str) -> None:
+def no_secret(exc: BaseException, *secrets: str) -> None:
     """Neither the message nor any chained exception may carry a secret."""
     seen: BaseException | None = exc
     while seen is not None:
@@ -126,7 +126,7 @@ def test_check_against_a_closed_port_is_quick(vault_settings: VaultSettings) -> 
     assert message.startswith(f"Vault at {settings.addr} is unreachable: ")
     assert "connection refused" in message.lower()
     assert settings.token is not None
-    _no_secret(info.value, settings.token.reveal())
+    no_secret(info.value, settings.token.reveal())
 
 
 def test_check_refuses_a_bad_token(vault_settings: VaultSettings) -> None:
@@ -134,7 +134,7 @@ def test_check_refuses_a_bad_token(vault_settings: VaultSettings) -> None:
     store = VaultStore(replace(vault_settings, token=Secret(bad)))
     with store, pytest.raises(StoreUnavailable, match="Vault token refused") as info:
         store.check()
-    _no_secret(info.value, bad)
+    no_secret(info.value, bad)
 
 
 def test_check_without_a_token(vault_settings: VaultSettings) -> None:
@@ -152,7 +152,7 @@ def test_a_sealed_server_is_reported_by_both_planes() -> None:
         with store, pytest.raises(StoreUnavailable) as info:
             store.check()
         assert str(info.value) == f"Vault at {server.addr} is sealed"
-        _no_secret(info.value, server.token.reveal())
+        no_secret(info.value, server.token.reveal())
 
         async def data_plane() -> None:
             async with _opened(settings) as sealed:
@@ -162,7 +162,7 @@ def test_a_sealed_server_is_reported_by_both_planes() -> None:
                     f"Vault unreachable: {server.addr} is sealed or down (HTTP 503) "
                     "on secret/sealed/x"
                 )
-                _no_secret(info.value, server.token.reveal())
+                no_secret(info.value, server.token.reveal())
                 with pytest.raises(StoreError, match=r"sealed or down \(HTTP 503\)"):
                     await sealed.stage("run-1", {"sealed/x": _candidate()})
                 # Unsealed again, the same store carries on.
@@ -232,7 +232,7 @@ async def test_permission_denied_names_the_path(restricted: tuple[VaultSettings,
             with pytest.raises(StoreError) as info:
                 await call()
             assert str(info.value) == f"permission denied on {where}"
-            _no_secret(info.value, token, NEW.password.reveal())
+            no_secret(info.value, token, NEW.password.reveal())
         # Staging a denied path is not refused: only its journal record is written.
         assert (await store.stage("run-1", {denied: _candidate()})).startswith(
             f"{settings.pending_root}/run-1-"
@@ -288,7 +288,7 @@ async def test_item_calls_on_an_unreachable_vault(vault_settings: VaultSettings)
                 await call()
             assert time.monotonic() - started < settings.timeout_s
             assert f"secret/{settings.prefix}" in str(info.value)
-            _no_secret(info.value, settings.token.reveal(), NEW.password.reveal())
+            no_secret(info.value, settings.token.reveal(), NEW.password.reveal())
         with pytest.raises(StoreError, match=r"^Vault unreachable: .* on password policy 'p'$"):
             await store.generate_password("p")
 
@@ -307,7 +307,7 @@ async def test_a_vault_refusal_is_translated_without_the_raw_exception(
     assert info.value.__cause__ is None
     assert info.value.__context__ is None or info.value.__suppress_context__
     assert vault_settings.token is not None
-    _no_secret(info.value, vault_settings.token.reveal())
+    no_secret(info.value, vault_settings.token.reveal())
     assert (await store.read_state(path)).last_failure_at is None
 
 
@@ -330,7 +330,7 @@ async def test_a_check_and_set_conflict_surfaces_as_documented(
         f"current version of secret/{path} changed during the rotation (expected 1)"
     )
     assert info.value.__cause__ is None
-    _no_secret(info.value, NEW.password.reveal())
+    no_secret(info.value, NEW.password.reveal())
     # A journal record's name taken already (the same run id in another process).
     other = VaultStore(vault_settings)
     try:
@@ -387,7 +387,7 @@ async def test_no_password_or_token_in_messages_even_when_the_server_quotes_them
             with pytest.raises(StoreError, match=r"^Vault refused the request on secret/") as info:
                 await call()
             assert "***" in str(info.value)
-            _no_secret(info.value, token, NEW.password.reveal())
+            no_secret(info.value, token, NEW.password.reveal())
 
 
 # --- counting, threads, event loops, lifecycle ----------------------------------------------
@@ -430,7 +430,7 @@ def test_each_thread_gets_its_own_client(vault_settings: VaultSettings) -> None:
     def factory() -> hvac.Client:
         with lock:
             made.append(threading.get_ident())
-        return base._new_client()
+        return base._clients.from_settings()
 
     store = VaultStore(vault_settings, client_factory=factory)
     barrier = threading.Barrier(8)

@@ -30,21 +30,12 @@ from rotate.models import Secret, SecretState
 from rotate.settings import VaultSettings, load_settings
 from rotate.stores.vault import VaultStore
 from tests.plugins.scene import DEMO_CSV, DEMO_TOML
+from tests.test_stores_vault import no_secret
 
 ROLE_ID = "3c1f6c1e-role-id-not-real"
 SECRET_ID = "9d2b7a55-secret-id-not-real"
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6cm90YXRlIn0.c2lnbmF0dXJl"
 DEFAULT_JWT_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-
-
-def _no_secret(exc: BaseException, *secrets: str) -> None:
-    """Neither the message nor any chained exception may carry a secret."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        for secret in secrets:
-            assert secret not in str(seen)
-            assert secret not in repr(seen)
-        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
 
 
 def _config(tmp_path: Path, vault: str) -> Path:
@@ -459,7 +450,7 @@ def test_approle_login_refused_names_the_mount_never_a_secret(
     assert str(info.value) == (
         f"AppRole login refused at {role.mount}: HTTP 400: invalid role or secret ID"
     )
-    _no_secret(info.value, role.role_id, wrong.secret_id)
+    no_secret(info.value, role.role_id, wrong.secret_id)
 
     nowhere = replace(role, mount="no-such-approle")
     with (
@@ -471,7 +462,7 @@ def test_approle_login_refused_names_the_mount_never_a_secret(
         "AppRole login refused at no-such-approle: HTTP 403: permission denied "
         "(is the AppRole auth method enabled at auth/no-such-approle/?)"
     )
-    _no_secret(info.value, role.role_id, role.secret_id)
+    no_secret(info.value, role.role_id, role.secret_id)
 
 
 @pytest.mark.integration
@@ -486,7 +477,7 @@ def test_a_secret_id_file_gone_or_empty_at_login_is_named(
         with VaultStore(settings) as store, pytest.raises(StoreUnavailable) as info:
             store.check()
         assert str(info.value) == f"vault.secret_id_file '{path}' {why}"
-        _no_secret(info.value, role.role_id)
+        no_secret(info.value, role.role_id)
 
 
 @pytest.mark.integration
@@ -565,7 +556,7 @@ def test_preflight_names_each_missing_capability_and_path(
     assert f"'delete' on secret/metadata/{prefix}/_lease/l (releasing the run lease)" in message
     assert "/ep/y" not in message  # one sample per folder
     assert "(see deploy/vault-policy.hcl)" in message
-    _no_secret(info.value, token)
+    no_secret(info.value, token)
 
 
 @pytest.mark.integration
@@ -736,7 +727,7 @@ def test_kubernetes_login_refused_masks_the_jwt(fake_vault: FakeVault, tmp_path:
         "Kubernetes login refused at k8s-prod (role 'rotate'): "
         'HTTP 400: invalid role name "rotate" for JWT ***'
     )
-    _no_secret(info.value, JWT)
+    no_secret(info.value, JWT)
     assert fake_vault.requests_to("/v1/auth/token/revoke-self") == []  # no token, no revoke
 
 
@@ -761,7 +752,7 @@ def test_without_the_ca_bundle_the_jwt_never_leaves(fake_vault: FakeVault, tmp_p
     assert "TLS error" in str(info.value)
     assert "certificate verify failed" in str(info.value)
     assert fake_vault.seen == []  # the handshake failed: not even sys/health was read
-    _no_secret(info.value, JWT)
+    no_secret(info.value, JWT)
 
 
 def test_a_jwt_file_gone_at_login_is_named(fake_vault: FakeVault, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ import aiohttp
 
 from rotate.errors import CasConflict, StoreError
 from rotate.settings import VaultSettings
-from rotate.stores.kv import Metadata, Version
+from rotate.stores.layout import Metadata, Version
 
 _MAX_DETAIL = 200
 _REASON = re.compile(r"\[(?:Errno -?\d+\] )?([^\]]+)\]?\s*$")
@@ -171,26 +171,45 @@ class HttpKV:
         route = f"{self._mount}/{quote(path)}" if mount else quote(path)
         url = f"{self._settings.addr.rstrip('/')}/v1/{route}"
         sent = {"X-Vault-Token": self._token(), **(headers or {})}
-        addr = self._settings.addr
+        status, raw = await self._round_trip(method, url, where, json, sent)
+        body = _json(raw)
+        if 200 <= status < 300:
+            return body if body is not None else {}
+        self._refusal(method, status, body, where, secrets, missing_ok)
+        return None
+
+    async def _round_trip(
+        self, method: str, url: str, where: str, json: Any, headers: Mapping[str, str]
+    ) -> tuple[int, bytes]:
+        """Status and body of one request, through the gate; StoreError when none came."""
         client, gate = self._http()
         async with gate:
             try:
                 self.requests += 1
                 async with client.request(
-                    method, url, json=json, headers=sent, allow_redirects=False
+                    method, url, json=json, headers=headers, allow_redirects=False
                 ) as response:
-                    status = response.status
-                    raw = await response.read()
+                    return response.status, await response.read()
             except TimeoutError:  # aiohttp's timeouts are TimeoutErrors too
                 raise StoreError(
-                    f"Vault unreachable: no answer from {addr} within "
+                    f"Vault unreachable: no answer from {self._settings.addr} within "
                     f"{self._settings.timeout_s:g}s on {where}"
                 ) from None
             except aiohttp.ClientError as exc:
                 raise StoreError(f"Vault unreachable: {_reason(exc)} on {where}") from None
-        body = _json(raw)
-        if 200 <= status < 300:
-            return body if body is not None else {}
+
+    def _refusal(
+        self,
+        method: str,
+        status: int,
+        body: dict[str, Any] | None,
+        where: str,
+        secrets: tuple[str, ...],
+        missing_ok: bool,
+    ) -> None:
+        """Raise what a non-2xx answer means; return only for a Vault 404 that means "none"
+        when `missing_ok` (or for a DELETE: already gone)."""
+        addr = self._settings.addr
         errors = [str(e) for e in (body or {}).get("errors") or []]
         if method == "PATCH" and status in (403, 404, 405):
             # No metadata yet (OpenBao answers a bare 404, no body), no `patch` capability
@@ -203,7 +222,7 @@ class HttpKV:
             if any("no handler for route" in e for e in errors):
                 raise StoreError(f"no secrets engine is mounted at {self._mount}/")
             if missing_ok or method == "DELETE":
-                return None
+                return
         if status == 400 and any("check-and-set" in e for e in errors):
             raise CasConflict(f"{where} changed")
         if status == 403:

@@ -2,36 +2,27 @@
 
 The data plane is VaultStore's own (rotate/stores/kv.py) over a KV kept in a dict, so the
 two cannot drift apart; the contract suite in tests/test_stores.py holds both to one
-behaviour. Faults are injected per SecretStore method with `fail_next`.
+behaviour. Faults are injected per SecretStore method with `fail_next`
+(rotate/stores/faults.py).
 """
 
 from __future__ import annotations
 
-import functools
 import secrets
 import threading
-from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from rotate.errors import CasConflict, StoreError
-from rotate.models import Credential, PendingCandidate, Secret, SecretState, StaleUsage
+from rotate.models import Credential, Secret
 from rotate.settings import VaultSettings
-from rotate.stores.kv import (
-    VERSION_TIME,
-    KVSecrets,
-    Metadata,
-    RotationTime,
-    Version,
-    check_path,
-    credential_from,
-    utc_iso,
-)
+from rotate.stores.faults import METHODS, FaultInjection, faulty
+from rotate.stores.kv import KVSecrets
+from rotate.stores.layout import Metadata, Version, check_path, credential_from, utc_iso
 
-_T = TypeVar("_T")
-_P = ParamSpec("_P")
+__all__ = ["METHODS", "MemoryKV", "MemoryStore"]
 
 
 @dataclass
@@ -86,8 +77,7 @@ class MemoryKV:
     ) -> int:
         with self.lock:
             self.requests += 1
-            entry = self.entries.get(path)
-            if (entry.current_version if entry else 0) != cas:
+            if self.version(path) != cas:
                 raise CasConflict(f"{self.where(path)} changed")
             return self.put(path, data)
 
@@ -117,6 +107,16 @@ class MemoryKV:
                     keys.add(rest.split("/", 1)[0] + "/" if "/" in rest else rest)
             return sorted(keys)
 
+    def version(self, path: str) -> int:
+        """The current version of `path` (0: none), no request counted."""
+        entry = self.entries.get(path)
+        return entry.current_version if entry else 0
+
+    def latest(self, path: str) -> dict[str, Any] | None:
+        """The latest version's data (None: none, or deleted), no request counted."""
+        entry = self.entries.get(path)
+        return entry.latest() if entry else None
+
     def put(self, path: str, data: Mapping[str, Any]) -> int:
         """A new version, no check-and-set (the caller holds the lock, or is a test)."""
         with self.lock:
@@ -126,35 +126,9 @@ class MemoryKV:
             return entry.current_version
 
 
-@dataclass
-class _Fault:
-    times: int
-    error: Exception
-    after: bool
-
-
-def _faulty(
-    method: Callable[_P, Coroutine[Any, Any, _T]],
-) -> Callable[_P, Coroutine[Any, Any, _T]]:
-    """The data-plane method, with the faults `fail_next` queued for it."""
-
-    @functools.wraps(method)
-    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        store = args[0]
-        assert isinstance(store, MemoryStore)
-        fault = store._fault(method.__name__)
-        if fault is not None and not fault.after:
-            raise fault.error
-        result = await method(*args, **kwargs)
-        if fault is not None:
-            raise fault.error
-        return result
-
-    return wrapper
-
-
-class MemoryStore(KVSecrets):
-    """SecretStore in a dict; the same paths, journal and errors as VaultStore."""
+class MemoryStore(FaultInjection, KVSecrets):
+    """SecretStore in a dict; the same paths, journal and errors as VaultStore, and faults
+    injected with `fail_next` (rotate/stores/faults.py)."""
 
     def __init__(
         self,
@@ -164,75 +138,33 @@ class MemoryStore(KVSecrets):
     ) -> None:
         settings = settings or VaultSettings()
         self._memory = MemoryKV(settings.mount, clock or (lambda: datetime.now(UTC)))
-        super().__init__(
-            self._memory, settings.pending_root, settings.lease_root, settings.stale_root
+        FaultInjection.__init__(self, self._memory.lock)
+        KVSecrets.__init__(
+            self, self._memory, settings.pending_root, settings.lease_root, settings.stale_root
         )
         self.password_policies: dict[str, int] = {}  # name -> length, for generate_password
-        self._faults: dict[str, list[_Fault]] = {}
-        self._calls: Counter[str] = Counter()
         self.closed = False
 
     @property
     def requests(self) -> int:
         return self._memory.requests
 
-    # --- data plane, with faults ------------------------------------------------------------
+    # --- data plane (rotate/stores/kv.py), with faults ----------------------------------------
 
-    @_faulty
-    async def pending(self) -> dict[str, PendingCandidate]:
-        return await super().pending()
+    pending = faulty(KVSecrets.pending)
+    read_state = faulty(KVSecrets.read_state)
+    read_current = faulty(KVSecrets.read_current)
+    stage = faulty(KVSecrets.stage)
+    promote = faulty(KVSecrets.promote)
+    discard = faulty(KVSecrets.discard)
+    settle = faulty(KVSecrets.settle)
+    record_failure = faulty(KVSecrets.record_failure)
+    stale = faulty(KVSecrets.stale)
+    mark_stale = faulty(KVSecrets.mark_stale)
+    clear_stale = faulty(KVSecrets.clear_stale)
+    list_paths = faulty(KVSecrets.list_paths)
 
-    @_faulty
-    async def read_state(self, path: str, candidate: PendingCandidate | None = None) -> SecretState:
-        return await super().read_state(path, candidate)
-
-    @_faulty
-    async def read_current(self, path: str) -> Credential | None:
-        return await super().read_current(path)
-
-    @_faulty
-    async def stage(self, run_id: str, candidates: Mapping[str, PendingCandidate]) -> str:
-        return await super().stage(run_id, candidates)
-
-    @_faulty
-    async def promote(
-        self,
-        path: str,
-        credential: Credential,
-        expected_version: int | None,
-        rotated_at: RotationTime = VERSION_TIME,
-    ) -> int:
-        return await super().promote(path, credential, expected_version, rotated_at)
-
-    @_faulty
-    async def discard(self, *paths: str) -> None:
-        await super().discard(*paths)
-
-    @_faulty
-    async def settle(self, name: str | None = None) -> None:
-        await super().settle(name)
-
-    @_faulty
-    async def record_failure(self, path: str, run_id: str, at: datetime) -> None:
-        await super().record_failure(path, run_id, at)
-
-    @_faulty
-    async def stale(self) -> dict[str, dict[str, StaleUsage]]:
-        return await super().stale()
-
-    @_faulty
-    async def mark_stale(self, path: str, usages: Mapping[str, StaleUsage]) -> None:
-        await super().mark_stale(path, usages)
-
-    @_faulty
-    async def clear_stale(self, path: str, labels: Sequence[str]) -> None:
-        await super().clear_stale(path, labels)
-
-    @_faulty
-    async def list_paths(self, root: str) -> list[str]:
-        return await super().list_paths(root)
-
-    @_faulty
+    @faulty
     async def generate_password(self, policy: str) -> Secret:
         """A password of the length registered for `policy` in `password_policies`."""
         if policy not in self.password_policies:
@@ -246,19 +178,18 @@ class MemoryStore(KVSecrets):
 
     def preflight(self, paths: Sequence[str], *, lease: str | None = None) -> None:
         """Everything is allowed in memory, unless a fault was injected."""
-        self._sync("preflight", lambda: None)
+        self._with_faults("preflight", lambda: None)
 
     def check(self) -> str:
         """Always usable, unless a fault was injected; we are "memory"."""
-        return self._sync("check", lambda: "memory")
+        return self._with_faults("check", lambda: "memory")
 
     def read_field(self, path: str, key: str) -> str:
         """One string field of the current version; StoreError if it is missing."""
 
         def run() -> str:
             check_path(path, self._root)
-            entry = self._memory.entries.get(path)
-            data = entry.latest() if entry else None
+            data = self._memory.latest(path)
             where = self._memory.where(path)
             if data is None:
                 raise StoreError(f"no secret at {where}")
@@ -266,40 +197,38 @@ class MemoryStore(KVSecrets):
                 raise StoreError(f"secret {where} has no field {key!r}")
             return str(data[key])
 
-        return self._sync("read_field", run)
+        return self._with_faults("read_field", run)
 
     def read_record(self, path: str) -> tuple[dict[str, str], int] | None:
         """A record's data and version, or None when there is none."""
 
         def run() -> tuple[dict[str, str], int] | None:
-            entry = self._memory.entries.get(path)
-            data = entry.latest() if entry else None
-            if entry is None or data is None:
+            data = self._memory.latest(path)
+            if data is None:
                 return None
-            return {str(k): str(v) for k, v in data.items()}, entry.current_version
+            return {str(k): str(v) for k, v in data.items()}, self._memory.version(path)
 
-        return self._sync("read_record", run)
+        return self._with_faults("read_record", run)
 
     def write_record(self, path: str, data: Mapping[str, str], cas: int) -> int:
         """Write with check-and-set `cas` (0: create only); CasConflict when it moved."""
 
         def run() -> int:
-            entry = self._memory.entries.get(path)
-            if (entry.current_version if entry else 0) != cas:
+            if self._memory.version(path) != cas:
                 raise CasConflict(f"{self._memory.where(path)} changed (expected version {cas})")
             return self._memory.put(path, dict(data))
 
-        return self._sync("write_record", run)
+        return self._with_faults("write_record", run)
 
     def delete_record(self, path: str) -> None:
         """Delete a record with all its versions; a no-op when there is none."""
-        self._sync("delete_record", lambda: self._memory.entries.pop(path, None))
+        self._with_faults("delete_record", lambda: self._memory.entries.pop(path, None))
 
     def close(self) -> None:
         """Nothing to release; remembered so a test can check it was called."""
         self.closed = True
 
-    # --- test helpers -----------------------------------------------------------------------
+    # --- test helpers: looking behind the store's back ----------------------------------------
 
     def put(
         self,
@@ -339,11 +268,10 @@ class MemoryStore(KVSecrets):
 
     def candidates(self) -> dict[str, Credential]:
         """Every candidate listed in a journal record, by secret path (read directly)."""
-        head = self._root + "/"
         found: dict[str, Credential] = {}
         with self._memory.lock:
-            for name, entry in self._memory.entries.items():
-                data = entry.latest() if name.startswith(head) else None
+            for name in self.journal_records():
+                data = self._memory.latest(name)
                 for path, fields in ((data or {}).get("candidates") or {}).items():
                     found[path] = credential_from(fields, self._memory.where(name))
         return found
@@ -356,83 +284,10 @@ class MemoryStore(KVSecrets):
         """The journal records there are (their paths)."""
         head = self._root + "/"
         with self._memory.lock:
-            return sorted(p for p, e in self._memory.entries.items() if p.startswith(head))
+            return sorted(p for p in self._memory.entries if p.startswith(head))
 
     def metadata(self, path: str) -> dict[str, str]:
         """A copy of the custom_metadata of `path` (empty when there is none)."""
         with self._memory.lock:
             entry = self._memory.entries.get(path)
             return dict(entry.custom_metadata) if entry else {}
-
-    def fail_next(
-        self,
-        method: str,
-        times: int = 1,
-        error: Exception | None = None,
-        *,
-        after: bool = False,
-    ) -> None:
-        """Make the next `times` calls of `method` raise `error` (a StoreError by default).
-
-        With `after=True` the call takes effect first and then raises, like a write whose
-        response was lost: the pipeline cannot tell, and must converge anyway.
-        """
-        if method not in METHODS:
-            raise ValueError(f"unknown store method {method!r} (known: {sorted(METHODS)})")
-        if times < 1:
-            raise ValueError("times must be at least 1")
-        fault = _Fault(times, error or StoreError(f"injected failure in {method}"), after)
-        with self._memory.lock:
-            self._faults.setdefault(method, []).append(fault)
-
-    def calls(self, method: str) -> int:
-        """How many times `method` was called (failed calls included)."""
-        with self._memory.lock:
-            return self._calls[method]
-
-    # --- internals --------------------------------------------------------------------------
-
-    def _fault(self, method: str) -> _Fault | None:
-        """Count a call of `method` and take the fault queued for it, if any."""
-        with self._memory.lock:
-            self._calls[method] += 1
-            queue = self._faults.get(method)
-            if not queue:
-                return None
-            fault = queue[0]
-            fault.times -= 1
-            if fault.times == 0:
-                queue.pop(0)
-            return fault
-
-    def _sync(self, method: str, run: Callable[[], _T]) -> _T:
-        fault = self._fault(method)
-        if fault is not None and not fault.after:
-            raise fault.error
-        with self._memory.lock:
-            result = run()
-        if fault is not None:
-            raise fault.error
-        return result
-
-
-#: the SecretStore methods `fail_next` can make fail
-METHODS = frozenset(
-    {
-        "check",
-        "pending",
-        "read_state",
-        "read_current",
-        "stage",
-        "promote",
-        "discard",
-        "settle",
-        "read_field",
-        "read_record",
-        "write_record",
-        "delete_record",
-        "record_failure",
-        "list_paths",
-        "generate_password",
-    }
-)
