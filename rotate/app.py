@@ -38,7 +38,7 @@ from rotate.report import ReportPaths, write_each_report, write_json
 from rotate.runbook import Options, Outcome, Runbook, Threshold, exit_trouble
 from rotate.settings import Settings
 from rotate.stores.base import SecretStore
-from rotate.targets import Target
+from rotate.vendors.base import Target
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +356,7 @@ def _write_refusal(invocation: Invocation, record: RunRecord) -> None:
     if invocation.json_path is None:
         return
     try:
+        invocation.json_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(record, invocation.json_path)
     except OSError as exc:
         log.error("the --json record was not written (%s)", exc.strerror or exc)
@@ -367,6 +368,7 @@ def _write_outputs(invocation: Invocation, record: RunRecord) -> Result:
     failures = []
     if invocation.json_path is not None:
         try:
+            invocation.json_path.parent.mkdir(parents=True, exist_ok=True)
             write_json(record, invocation.json_path)
         except OSError as exc:
             failures.append(f"--json {invocation.json_path}: {exc.strerror or exc}")

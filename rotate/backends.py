@@ -1,20 +1,20 @@
 """The back ends one invocation talks to, built from the settings: a target per endpoint, an
-authority per authority name, and the secrets they need (gateway and bind passwords) read
-from the environment or Vault. A back end that cannot be built (its secret unreadable) is
-built as one that fails its probe, so its rows are reported, never raised."""
+authority per authority name, and the secrets they need (gateway and bind passwords, tokens)
+read from the environment or Vault. A back end that cannot be built (its secret unreadable)
+is built as one that fails its probe, so its rows are reported, never raised."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from rotate.authorities.base import Authority
 from rotate.authorities.none import WARNING as COPY_ONLY
 from rotate.errors import AuthorityUnavailable, ConfigError, EndpointUnavailable, StoreError
-from rotate.models import NO_AUTHORITY, Account, Credential, Row, Secret, System
-from rotate.registry import authority_type
+from rotate.models import NO_AUTHORITY, Account, Credential, Row, Secret
+from rotate.registry import authority_type, vendor_of
 from rotate.settings import Settings
 from rotate.stores.base import SecretStore
-from rotate.targets import Target, build_target
+from rotate.vendors.base import EndpointSettings, Target
 
 
 class _Unavailable:
@@ -48,11 +48,16 @@ class _Unavailable:
 
 
 class Secrets:
-    """Back ends' own credentials (gateway and bind passwords): the environment, else Vault."""
+    """Back ends' own credentials (gateway and bind passwords, tokens): the environment, else
+    Vault. `store` is the run's store, or what opens one on first need (`rotate discover`
+    opens none unless a credential lives in Vault); `close()` closes only one it opened."""
 
-    def __init__(self, settings: Settings, store: SecretStore) -> None:
-        self.env = settings.env
-        self.store = store
+    def __init__(
+        self, env: Mapping[str, str], store: SecretStore | Callable[[], SecretStore] | None = None
+    ) -> None:
+        self.env = env
+        self._store = store
+        self._opened: SecretStore | None = None
 
     def secret(self, env_var: str | None, vault_ref: str | None, what: str) -> Secret:
         if env_var and self.env.get(env_var):
@@ -60,10 +65,29 @@ class Secrets:
         if vault_ref:
             path, _, key = vault_ref.partition("#")
             try:
-                return Secret(self.store.read_field(path, key))
+                return Secret(self._vault().read_field(path, key))
             except StoreError as exc:
                 raise StoreError(f"{what} not readable from Vault: {exc}") from None
         raise ConfigError(f"{what}: environment variable {env_var} is not set")
+
+    def optional(self, env_var: str | None) -> Secret | None:
+        if env_var and self.env.get(env_var):
+            return Secret(self.env[env_var])
+        return None
+
+    def _vault(self) -> SecretStore:
+        if self._store is None:
+            raise StoreError("no Vault to read it from")
+        if not callable(self._store):
+            return self._store
+        if self._opened is None:
+            self._opened = self._store()
+        return self._opened
+
+    def close(self) -> None:
+        """Close the store this opened, if it opened one."""
+        if self._opened is not None:
+            self._opened.close()
 
 
 class _UnavailableAuthority:
@@ -90,7 +114,7 @@ def build_authorities(
     accounts: Sequence[Account], settings: Settings, store: SecretStore
 ) -> dict[str, Authority]:
     """One authority per name the accounts use (copy-only ones need none)."""
-    secrets = Secrets(settings, store)
+    secrets = Secrets(settings.env, store)
     built: dict[str, Authority] = {}
     for name in sorted({a.authority for a in accounts if a.changes_host}):
         config = settings.authorities[name]
@@ -109,12 +133,11 @@ def check_environment(rows: Sequence[Row], settings: Settings) -> None:
     problems = []
     for name in sorted({r.endpoint for r in rows}):
         endpoint = settings.endpoints[name]
-        var = endpoint.gateway_password_env
-        uses_env = endpoint.system is System.SPARKVIEW and not endpoint.gateway_password_vault
-        if uses_env and var and not settings.env.get(var):
-            problems.append(
-                f"endpoint {name}: environment variable {var} (the gateway password) is not set"
-            )
+        for var in vendor_of(endpoint).required_env(endpoint):
+            if not settings.env.get(var):
+                problems.append(
+                    f"endpoint {name}: environment variable {var} (its credential) is not set"
+                )
     for name in sorted({r.authority for r in rows}):
         config = settings.authorities.get(name)
         for var in config.required_env() if config is not None else ():
@@ -127,24 +150,21 @@ def check_environment(rows: Sequence[Row], settings: Settings) -> None:
 
 
 def build_targets(rows: Sequence[Row], settings: Settings, store: SecretStore) -> dict[str, Target]:
-    """One target per endpoint the inventory uses; gateway passwords from env or Vault."""
-    targets: dict[str, Target] = {}
-    secrets = Secrets(settings, store)
-    for name in sorted({r.endpoint for r in rows}):
-        endpoint = settings.endpoints[name]
-        gateway: Secret | None = None
-        if endpoint.system is System.SPARKVIEW:
-            try:
-                gateway = secrets.secret(
-                    endpoint.gateway_password_env,
-                    endpoint.gateway_password_vault,
-                    f"endpoint {name}: the gateway password",
-                )
-            except StoreError as exc:
-                targets[name] = _Unavailable(name, str(exc))
-                continue
-        targets[name] = build_target(endpoint, settings.run, settings.env, gateway)
-    return targets
+    """One target per endpoint the inventory uses; their credentials from env or Vault."""
+    secrets = Secrets(settings.env, store)
+    return {
+        name: build_target(settings.endpoints[name], settings, secrets)
+        for name in sorted({r.endpoint for r in rows})
+    }
+
+
+def build_target(endpoint: EndpointSettings, settings: Settings, secrets: Secrets) -> Target:
+    """The target of one endpoint, or one that fails its probe when its credential cannot
+    be read from Vault."""
+    try:
+        return vendor_of(endpoint).build(endpoint, settings.run, secrets)
+    except StoreError as exc:
+        return _Unavailable(endpoint.name, f"endpoint {endpoint.name}: {exc}")
 
 
 def settings_warnings(rows: Sequence[Row], settings: Settings) -> tuple[str, ...]:

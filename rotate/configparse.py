@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from rotate.models import System
-
 #: keys that would put a secret in the config file, refused in every section
 FORBIDDEN_SECRET_KEYS = frozenset(
     {"token", "password", "secret_id", "gateway_password", "bind_password", "private_key", "key"}
@@ -79,8 +77,6 @@ def type_ok(expected: str, value: Any) -> bool:
         return isinstance(value, str)
     if base == "tuple[str, ...]":
         return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
-    if base == "System":
-        return isinstance(value, str) and value in {s.value for s in System}
     return False
 
 

@@ -15,13 +15,13 @@ from rotate.authorities.ldap import LdapSettings
 from rotate.devvault import DevVault
 from rotate.errors import EXIT_ITEMS_FAILED, EXIT_OK, ConfigError
 from rotate.inventory import group_accounts, load_inventory
-from rotate.models import Account, Kind, Row, System
+from rotate.models import Account, Row
 from rotate.progress import NullProgress, Progress
+from rotate.registry import vendor_of, vendor_of_kind
 from rotate.settings import Settings, load_settings
+from rotate.sim.base import SimCounters
 from rotate.sim.host import SimulatorHost
-from rotate.sim.remotix import RemotixState
 from rotate.sim.seed import SeededDirectory, seed_directories, seed_states
-from rotate.sim.sparkview import SparkViewState
 from rotate.sim.tls import make_tls
 from rotate.stores.vault import VaultStore
 
@@ -42,12 +42,13 @@ def demo_file(name: str, given: Path | None) -> Path:
 def demo_environment(
     settings: Settings, directories: Mapping[str, SeededDirectory] | None = None
 ) -> dict[str, str]:
-    """Fresh gateway passwords for the simulated gateways and the directories' admin
-    passwords as bind passwords; the caller's Vault variables unset."""
+    """Fresh secrets for the simulated endpoints (the variables their vendors require: the
+    gateways' passwords) and the directories' admin passwords as bind passwords; the
+    caller's Vault variables unset."""
     env = {k: v for k, v in settings.env.items() if not k.startswith("VAULT_")}
     for endpoint in settings.endpoints.values():
-        if endpoint.system is System.SPARKVIEW and endpoint.gateway_password_env:
-            env[endpoint.gateway_password_env] = secrets.token_urlsafe(18)
+        for var in vendor_of(endpoint).required_env(endpoint):
+            env[var] = secrets.token_urlsafe(18)
     for name, directory in (directories or {}).items():
         for var in settings.authorities[name].required_env():
             env[var] = directory.admin_password
@@ -77,18 +78,17 @@ def start_directories(
     return replace(settings, authorities=authorities)
 
 
-def sim_password(state: RemotixState | SparkViewState, row: Row) -> str | None:
-    """The password a simulator holds for a row (the simulators' own inspection API)."""
-    if isinstance(state, SparkViewState):
-        return state.server_password(row.target)
-    if row.kind is Kind.CONNECTION:
-        return state.connection_password(row.target)
-    return state.computer_password(row.target, row.protocol_suffix)
+def sim_password(state: SimCounters, row: Row) -> str | None:
+    """The password a simulator holds for a row (its vendor's simulator reads its state)."""
+    vendor = vendor_of_kind(row.kind)
+    if vendor is None:
+        raise ValueError(f"{row.label}: no vendor serves kind {row.kind!r}")
+    return vendor.simulator.password(state, row)
 
 
 def convergence(
     accounts: Sequence[Account],
-    states: Mapping[str, RemotixState | SparkViewState],
+    states: Mapping[str, SimCounters],
     directories: Mapping[str, SeededDirectory],
     store: VaultStore,
 ) -> tuple[list[str], list[str]]:
@@ -131,6 +131,41 @@ def convergence(
     return asyncio.run(check())
 
 
+def start_simulators(
+    host: SimulatorHost, settings: Settings, states: Mapping[str, SimCounters]
+) -> dict[str, str]:
+    """Serve each endpoint's simulator, expecting the secrets the demo's environment holds;
+    their URLs by endpoint."""
+    urls = {}
+    for name, state in states.items():
+        endpoint = settings.endpoints[name]
+        sim = vendor_of(endpoint).simulator
+        served = sim.serve(endpoint, state, None, sim.secrets(endpoint, settings.env))
+        urls[name] = host.add_simulator(name, served, system=endpoint.system)
+    return urls
+
+
+MODES = ("plan", "run", "report")
+
+
+def _invoke(
+    mode: str, inventory: Path, settings: Settings, out_dir: Path, progress: Progress
+) -> Result:
+    """One `rotate <mode>` of the demo, its summary printed."""
+    result = execute(
+        Invocation(
+            mode=mode,
+            inventory=inventory,
+            settings=settings,
+            out_dir=out_dir,
+            progress=progress if mode == "run" else NullProgress(),
+        )
+    )
+    print(summary_line(result.record))
+    print(f"  report: {result.reports.html}")
+    return result
+
+
 def run_demo(out_dir: Path, inventory: Path | None, config: Path | None, progress: Progress) -> int:
     """Start OpenBao and the simulators on loopback, rotate the demo inventory, stop them."""
     inventory = demo_file("demo.csv", inventory)
@@ -156,14 +191,7 @@ def run_demo(out_dir: Path, inventory: Path | None, config: Path | None, progres
         tempfile.TemporaryDirectory(prefix="rotate-demo-tls-") as tls_dir,
     ):
         settings = start_directories(host, settings, directories, Path(tls_dir))
-        urls = {}
-        for name, state in states.items():
-            endpoint = settings.endpoints[name]
-            if isinstance(state, SparkViewState):
-                assert endpoint.gateway_password_env is not None
-                urls[name] = host.add_sparkview(name, state, env[endpoint.gateway_password_env])
-            else:
-                urls[name] = host.add_remotix(name, state)
+        urls = start_simulators(host, settings, states)
         settings = settings.with_endpoint_urls(urls)
         settings = replace(
             settings, vault=replace(settings.vault, addr=vault.addr, token=vault.token)
@@ -180,19 +208,7 @@ def run_demo(out_dir: Path, inventory: Path | None, config: Path | None, progres
                 if n in directories and isinstance(a, LdapSettings)
             )
         )
-        results: dict[str, Result] = {}
-        for mode in ("plan", "run", "report"):
-            results[mode] = execute(
-                Invocation(
-                    mode=mode,
-                    inventory=inventory,
-                    settings=settings,
-                    out_dir=out_dir,
-                    progress=progress if mode == "run" else NullProgress(),
-                )
-            )
-            print(summary_line(results[mode].record))
-            print(f"  report: {results[mode].reports.html}")
+        results = {mode: _invoke(mode, inventory, settings, out_dir, progress) for mode in MODES}
         store = VaultStore(settings.vault)
         try:
             problems, proofs = convergence(accounts, states, directories, store)

@@ -1,10 +1,9 @@
 """`rotate discover`: an inventory CSV from what the endpoints of a config hold; no secret.
 
-Spark View: one `server` row per listed server, its username and domain from the server's
-stored logon (read one by one; the password in that answer is dropped unread). Remotix: one
-`connection` row per item of each address-book group, and one `computer` row per connection
-of each computer id the endpoint's `computers` setting names (the API lists no computers),
-its username from the connection's stored credentials.
+Each endpoint's vendor proposes the rows (`VendorType.discover`: for Spark View one `server`
+row per listed server, with the username and domain of its stored logon; for Remotix the
+address book's connections and the connections of the cloud computers the endpoint's
+`computers` setting names).
 
 Rows with the same domain and username are one domain account stored in several places: they
 are proposed one `account` value (`DOMAIN\\username`) for a person to review. The `authority`
@@ -33,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from rotate.backends import Secrets, build_target
 from rotate.errors import (
     EXIT_ITEMS_FAILED,
     EXIT_OK,
@@ -42,27 +42,13 @@ from rotate.errors import (
     UsageError,
 )
 from rotate.inventory import COLUMNS, load_inventory
-from rotate.models import VNC_TYPE_PROTOCOLS, Kind, Secret, System
-from rotate.passwords import validate_policy_for
-from rotate.settings import EndpointSettings, Settings
+from rotate.registry import vendor_of
+from rotate.settings import Settings
 from rotate.stores.base import SecretStore
-from rotate.targets import build_target
-from rotate.targets.remotix import RemotixTarget
-from rotate.targets.sparkview import SparkViewTarget
+from rotate.vendors.base import EndpointSettings
 
 log = logging.getLogger(__name__)
 
-#: an address-book item's type -> the inventory's connection protocol
-CONNECTION_TYPES = {
-    "RDP": "RDP",
-    "VNC": "APPLE",
-    "APPLE": "APPLE",
-    "SCREEN SHARING": "APPLE",
-    "APPLE SCREEN SHARING": "APPLE",
-    "NEAR": "NEAR",
-    "REMOTIX": "NEAR",
-}
-_SUFFIX = re.compile(r"(NEAR|RDP|VNC)(?:_([0-9]{1,5}))?")
 # what the inventory refuses in a cell (and a line break, which would shift line numbers)
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 UNKNOWN_USERNAME = (
@@ -78,7 +64,7 @@ class Found:
     """One discovered credential: an inventory row without a secret."""
 
     endpoint: str
-    kind: Kind
+    kind: str
     target: str
     protocol: str
     username: str = ""
@@ -91,13 +77,13 @@ class Found:
     @property
     def label(self) -> str:
         suffix = f"{self.protocol}_{self.port}" if self.port is not None else self.protocol
-        return f"{self.endpoint}/{self.kind.value}/{self.target}/{suffix}"
+        return f"{self.endpoint}/{self.kind}/{self.target}/{suffix}"
 
     def cells(self) -> dict[str, str]:
         """The row's cells by inventory column (absent columns empty)."""
         values = {
             "endpoint": self.endpoint,
-            "kind": self.kind.value,
+            "kind": self.kind,
             "target": self.target,
             "username": self.username,
             "protocol": self.protocol,
@@ -146,21 +132,12 @@ def to_csv(rows: Iterable[Found]) -> str:
     return buffer.getvalue()
 
 
-def _vnc_policy(settings: Settings) -> str | None:
-    """A policy a VNC-type password can use (8 characters at most): `default` if it can."""
-    names = ["default", *(n for n in settings.policies if n != "default")]
-    for name in names:
-        policy = settings.policies.get(name)
-        if policy is not None and validate_policy_for("VNC", policy) is None:
-            return name
-    return None
-
-
-# -- per system -------------------------------------------------------------------------------
+# -- one endpoint -----------------------------------------------------------------------------
 
 
 class _Reader:
-    """Reads one endpoint; a failed read of one object is a warning, the endpoint partial."""
+    """What one endpoint's vendor proposes (a DiscoverySink); a failed read of one object is
+    a warning, and the endpoint partial."""
 
     def __init__(self, endpoint: EndpointSettings, settings: Settings, found: Discovery) -> None:
         self.endpoint = endpoint
@@ -169,186 +146,44 @@ class _Reader:
         self.rows: list[Found] = []
         self.partial = False
 
+    def add(
+        self,
+        kind: str,
+        target: str,
+        protocol: str,
+        username: str = "",
+        *,
+        port: int | None = None,
+        domain: str | None = None,
+        policy: str = "",
+        notes: str = "",
+    ) -> None:
+        self.rows.append(
+            Found(self.endpoint.name, kind, target, protocol, username, port, domain, policy, notes)
+        )
+
     def warn(self, message: str, *, partial: bool = False) -> None:
         self.found.warn(f"endpoint {self.endpoint.name}: {message}")
         self.partial = self.partial or partial
 
-    async def sparkview(self, target: SparkViewTarget) -> None:
-        ids = target.server_ids()
-
-        async def one(server_id: str) -> None:
-            display, host = target.server_definition(server_id)
-            where = " on ".join(p for p in (display if display != server_id else "", host) if p)
-            notes = f"Spark View server {server_id}" + (f" ({where})" if where else "")
-            try:
-                username, domain = await target.server_logon(server_id)
-            except RotateError as exc:
-                self.warn(f"server {server_id!r}: logon not read ({exc})", partial=True)
-                username, domain = "", None
-            self.rows.append(
-                Found(
-                    self.endpoint.name,
-                    Kind.SERVER,
-                    server_id,
-                    "RDP",
-                    username,
-                    domain=domain,
-                    notes=notes,
-                )
-            )
-
-        await asyncio.gather(*(one(i) for i in ids))
-
-    async def remotix(self, target: RemotixTarget) -> None:
-        await asyncio.gather(self._connections(target), self._computers(target))
-
-    async def _connections(self, target: RemotixTarget) -> None:
-        try:
-            groups = await target.groups()
-        except RotateError as exc:
-            self.warn(f"address-book groups not read ({exc})", partial=True)
-            return
-        seen: set[str] = set()
-
-        async def group(uid: str, name: str) -> None:
-            try:
-                items = await target.group_items(uid)
-            except RotateError as exc:
-                self.warn(f"group {name or uid!r} not read ({exc})", partial=True)
-                return
-            for item_uid, item_name, item_type in items:
-                protocol = CONNECTION_TYPES.get(" ".join(item_type.upper().split()))
-                if protocol is None:
-                    self.warn(
-                        f"connection {item_uid!r} ({item_name}) skipped: type {item_type!r} "
-                        f"is none of {', '.join(CONNECTION_TYPES)}"
-                    )
-                    continue
-                if item_uid in seen:
-                    continue  # listed in two groups: one credential all the same
-                seen.add(item_uid)
-                label = f"{item_name} " if item_name and item_name != item_uid else ""
-                self.rows.append(
-                    Found(
-                        self.endpoint.name,
-                        Kind.CONNECTION,
-                        item_uid,
-                        protocol,
-                        notes=f"Remotix address book: {label}(group {name or uid})",
-                    )
-                )
-
-        await asyncio.gather(*(group(uid, name) for uid, name in groups))
-
-    async def _computers(self, target: RemotixTarget) -> None:
-        vnc_policy = _vnc_policy(self.settings)
-
-        async def connection(computer_id: str, segment: str) -> None:
-            m = _SUFFIX.fullmatch(segment)
-            if m is None:
-                self.warn(
-                    f"computer {computer_id!r}: connection {segment!r} skipped: not "
-                    "NEAR, RDP or VNC with an optional _<port>"
-                )
-                return
-            protocol, port = m.group(1), int(m.group(2)) if m.group(2) else None
-            try:
-                username, domain = await target.computer_logon(computer_id, segment, protocol)
-            except RotateError as exc:
-                self.warn(
-                    f"computer {computer_id!r} {segment}: credentials not read ({exc})",
-                    partial=True,
-                )
-                username, domain = "", None
-            policy = ""
-            if protocol in VNC_TYPE_PROTOCOLS:
-                if vnc_policy is None:
-                    self.warn(
-                        f"computer {computer_id!r} {segment} skipped: no policy in the config "
-                        "makes a VNC password (8 characters at most); add [policies.vnc] "
-                        "length = 8"
-                    )
-                    return
-                policy = "" if vnc_policy == "default" else vnc_policy
-            self.rows.append(
-                Found(
-                    self.endpoint.name,
-                    Kind.COMPUTER,
-                    computer_id,
-                    protocol,
-                    username,
-                    port=port,
-                    domain=domain if protocol == "RDP" else None,
-                    policy=policy,
-                    notes=f"Remotix cloud computer {computer_id}, connection {segment}",
-                )
-            )
-
-        async def computer(computer_id: str) -> None:
-            try:
-                segments = await target.computer_connections(computer_id)
-            except RotateError as exc:
-                self.warn(f"computer {computer_id!r} not read ({exc})", partial=True)
-                return
-            await asyncio.gather(*(connection(computer_id, s) for s in dict.fromkeys(segments)))
-
-        await asyncio.gather(*(computer(c) for c in dict.fromkeys(self.endpoint.computers)))
-
-
-# -- the whole config -------------------------------------------------------------------------
-
-
-class _Secrets:
-    """Gateway passwords from the environment, else from Vault (opened only if needed)."""
-
-    def __init__(self, settings: Settings, store_factory: StoreFactory | None) -> None:
-        self.settings = settings
-        self.store_factory = store_factory
-        self.store: SecretStore | None = None
-
-    def gateway_password(self, endpoint: EndpointSettings) -> Secret:
-        """The endpoint's gateway password; EndpointUnavailable saying why if there is none."""
-        env = self.settings.env
-        var = endpoint.gateway_password_env
-        if var and env.get(var):
-            return Secret(env[var])
-        if endpoint.gateway_password_vault:
-            path, _, key = endpoint.gateway_password_vault.partition("#")
-            try:
-                if self.store is None:
-                    self.store = self._factory()(self.settings)
-                return Secret(self.store.read_field(path, key))
-            except RotateError as exc:
-                raise EndpointUnavailable(f"gateway password not readable: {exc}") from None
-        raise EndpointUnavailable(
-            f"environment variable {var} (the gateway password) is not set"
-            if var
-            else "no gateway password configured"
-        )
-
-    def _factory(self) -> StoreFactory:
-        if self.store_factory is not None:
-            return self.store_factory
-        from rotate.stores.vault import VaultStore
-
-        return lambda s: VaultStore(s.vault)
-
-    def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
+    def policy_within(self, max_length: int) -> str | None:
+        names = ["default", *(n for n in self.settings.policies if n != "default")]
+        for name in names:
+            policy = self.settings.policies.get(name)
+            if policy is not None and policy.length <= max_length:
+                return "" if name == "default" else name
+        return None
 
 
 async def _endpoint(
-    endpoint: EndpointSettings, settings: Settings, secrets_: _Secrets, found: Discovery
+    endpoint: EndpointSettings, settings: Settings, secrets_: Secrets, found: Discovery
 ) -> list[Found]:
     """The rows of one endpoint, or none (and a warning) when it fails its probe."""
     reader = _Reader(endpoint, settings, found)
+    vendor = vendor_of(endpoint)
     try:
-        gateway = (
-            secrets_.gateway_password(endpoint) if endpoint.system is System.SPARKVIEW else None
-        )
-        target = build_target(endpoint, settings.run, settings.env, gateway)
-    except EndpointUnavailable as exc:
+        target = build_target(endpoint, settings, secrets_)
+    except RotateError as exc:  # its credential's variable is not set
         found.warn(f"endpoint {endpoint.name} skipped: {exc}")
         found.skipped_endpoints.append(endpoint.name)
         return []
@@ -360,18 +195,15 @@ async def _endpoint(
             found.skipped_endpoints.append(endpoint.name)
             return []
         log.info("endpoint %s: %s", endpoint.name, detail)
-        if isinstance(target, SparkViewTarget):
-            await reader.sparkview(target)
-        elif isinstance(target, RemotixTarget):
-            await reader.remotix(target)
+        await vendor.discover(target, reader)
     finally:
         await target.aclose()
     if reader.partial:
         found.partial_endpoints.append(endpoint.name)
-    return sorted(reader.rows, key=lambda r: (r.kind.value, r.target, r.protocol, r.port or 0))
+    return sorted(reader.rows, key=lambda r: (r.kind, r.target, r.protocol, r.port or 0))
 
 
-async def _discover(settings: Settings, secrets_: _Secrets) -> Discovery:
+async def _discover(settings: Settings, secrets_: Secrets) -> Discovery:
     found = Discovery()
     endpoints = list(settings.endpoints.values())
     per_endpoint = await asyncio.gather(
@@ -385,7 +217,7 @@ async def _discover(settings: Settings, secrets_: _Secrets) -> Discovery:
         found.rows.extend(complete)
         found.incomplete.extend(missing)
         if missing:
-            kinds = ", ".join(sorted({r.kind.value for r in missing}))
+            kinds = ", ".join(sorted({r.kind for r in missing}))
             found.warn(
                 f"endpoint {endpoint.name}: {len(missing)} {kinds} row(s) have no username "
                 "the API gives back (address-book connections never do)"
@@ -442,11 +274,19 @@ def _check(rows: list[Found], settings: Settings, found: Discovery) -> list[Foun
     raise UsageError("discover: the rows found do not make an inventory")  # pragma: no cover
 
 
+def _open_store(settings: Settings, store_factory: StoreFactory | None) -> SecretStore:
+    if store_factory is not None:
+        return store_factory(settings)
+    from rotate.stores.vault import VaultStore
+
+    return VaultStore(settings.vault)
+
+
 def discover(settings: Settings, *, store_factory: StoreFactory | None = None) -> Discovery:
     """Read every endpoint of `settings`; rows checked against the inventory contract."""
     if not settings.endpoints:
         raise UsageError(f"config {settings.source} names no endpoint")
-    secrets_ = _Secrets(settings, store_factory)
+    secrets_ = Secrets(settings.env, lambda: _open_store(settings, store_factory))
     try:
         found = asyncio.run(_discover(settings, secrets_))
     finally:
@@ -539,7 +379,6 @@ def run_discover(
 
 
 __all__ = [
-    "CONNECTION_TYPES",
     "Discovery",
     "Found",
     "discover",

@@ -22,9 +22,11 @@ from typing import NamedTuple
 import pandas as pd
 
 from rotate.errors import InventoryError, Problem
-from rotate.models import NO_AUTHORITY, PROTOCOLS, SYSTEM_OF_KIND, Account, Kind, Row
+from rotate.models import NO_AUTHORITY, Account, Row
 from rotate.passwords import validate_policy_for
+from rotate.registry import authority_type, kind_names, kind_spec, vendor_of
 from rotate.settings import Settings
+from rotate.vendors.base import KindSpec
 
 __all__ = [
     "COLUMNS",
@@ -56,7 +58,6 @@ DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 # a bound keeps `timedelta(days=...)` in the planner from overflowing; 100 years is plenty
 MAX_AGE_DAYS_LIMIT = 36_500
 _FREE_TEXT = frozenset({"owner", "notes"})
-_KINDS = {k.value: k for k in Kind}
 
 _LINE_BREAK = r"\r\n|\r|\n"  # what both the CSV parser and a text editor count as a new line
 # C0/C1 controls, DEL, Unicode line separators and bidi overrides (which can disguise a name)
@@ -70,13 +71,11 @@ _OPEN_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
 
 
 def default_vault_path(
-    settings: Settings, endpoint: str, kind: Kind, target: str, protocol: str, port: int | None
+    settings: Settings, endpoint: str, kind: KindSpec, target: str, protocol: str, port: int | None
 ) -> str:
-    """`<prefix>/<endpoint>/<kind>/<target>[/<protocol>[_<port>]]`, relative to the mount."""
-    path = f"{settings.vault.prefix}/{endpoint}/{kind.value}/{target}"
-    if kind is Kind.SERVER:
-        return path  # a server has one logon: no protocol segment
-    return f"{path}/{protocol}_{port}" if port is not None else f"{path}/{protocol}"
+    """`<prefix>/<endpoint>/<kind>/<target>[/<protocol>[_<port>]]`, relative to the mount (the
+    protocol segment where the kind has one)."""
+    return kind.vault_path(settings.vault.prefix, endpoint, target, protocol, port)
 
 
 _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9._@-]+")
@@ -451,6 +450,11 @@ class _Cells(NamedTuple):
     host: str
 
 
+def _either(names: Sequence[str]) -> str:
+    """`a, b or c`."""
+    return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
 def _account_name_problem(account: str) -> str | None:
     """Why an `account` value cannot name an account (it becomes a Vault path segment)."""
     if account.startswith(("/", "\\")) or account.endswith(("/", "\\")):
@@ -488,12 +492,12 @@ class _RowChecker:
             if not getattr(cells, column):
                 self.problem(column, "required value is empty")
         kind = self._kind(cells)
+        any_kind = kind or kind_spec(cells.kind.lower())  # checked even if the endpoint is wrong
         target_ok = self._target(cells.target)
-        protocol = self._protocol(cells, kind)
-        port = self._port(cells, kind)
-        if cells.domain and protocol is not None and protocol != "RDP":
-            self.problem("domain", f"a domain only applies to RDP, not {protocol}")
-        self._policy(cells, protocol)
+        protocol = self._protocol(cells, any_kind)
+        port = self._port(cells, any_kind)
+        self._domain(cells, any_kind, protocol)
+        self._policy(cells, any_kind, protocol)
         max_age = self._number(cells.max_age_days, "max_age_days", MAX_AGE_DAYS_LIMIT)
         authority = self._authority(cells)
         if cells.account and (why := _account_name_problem(cells.account)):
@@ -503,13 +507,13 @@ class _RowChecker:
             return None
         if isinstance(port, _Invalid) or isinstance(max_age, _Invalid):  # pragma: no cover
             return None  # a problem was recorded: unreachable, here for the type checker
-        label = f"{cells.endpoint}/{kind.value}/{cells.target}/" + (
+        label = f"{cells.endpoint}/{kind.name}/{cells.target}/" + (
             f"{protocol}_{port}" if port is not None else protocol
         )
         return Row(
             line=line,
             endpoint=cells.endpoint,
-            kind=kind,
+            kind=kind.name,
             target=cells.target,
             username=cells.username,
             protocol=protocol,
@@ -543,8 +547,6 @@ class _RowChecker:
                 "authority", f"unknown authority {_show(name)} (known: {self.known_authorities})"
             )
             return name
-        from rotate.registry import authority_type
-
         plugin = authority_type(settings.type)
         if plugin is not None and cells.username:
             for column, message in plugin.check_account(
@@ -553,7 +555,7 @@ class _RowChecker:
                 self.problem(column, message)
         return name
 
-    def _kind(self, cells: _Cells) -> Kind | None:
+    def _kind(self, cells: _Cells) -> KindSpec | None:
         """The row's kind, if it is one and its endpoint (known) serves it."""
         site = self.settings.endpoints.get(cells.endpoint)
         if cells.endpoint and site is None:
@@ -561,17 +563,17 @@ class _RowChecker:
                 "endpoint",
                 f"unknown endpoint {_show(cells.endpoint)} (known: {self.known_endpoints})",
             )
-        kind = _KINDS.get(cells.kind.lower())
+        name = cells.kind.lower()
+        served = vendor_of(site).kinds if site is not None else {}
+        kind = served.get(name) or kind_spec(name)
         if cells.kind and kind is None:
-            self.problem(
-                "kind", f"unknown kind {_show(cells.kind)}; expected connection, computer or server"
-            )
-        if kind is not None and site is not None and SYSTEM_OF_KIND[kind] != site.system:
-            serves = " or ".join(k.value for k, s in SYSTEM_OF_KIND.items() if s == site.system)
+            expected = _either(kind_names())
+            self.problem("kind", f"unknown kind {_show(cells.kind)}; expected {expected}")
+        if kind is not None and site is not None and name not in served:
             self.problem(
                 "kind",
-                f"endpoint {cells.endpoint!r} is a {site.system.value} endpoint: it has "
-                f"{serves} rows, not {kind.value}",
+                f"endpoint {cells.endpoint!r} is a {site.system} endpoint: it has "
+                f"{' or '.join(served)} rows, not {kind.name}",
             )
             return None
         return kind if site is not None else None
@@ -586,41 +588,48 @@ class _RowChecker:
             return False
         return bool(target)
 
-    def _protocol(self, cells: _Cells, kind: Kind | None) -> str | None:
-        """The upper-case protocol (a server's defaults to RDP), None if it is wrong."""
+    def _protocol(self, cells: _Cells, kind: KindSpec | None) -> str | None:
+        """The upper-case protocol (the kind's default if it has one), None if it is wrong."""
         protocol = cells.protocol.upper()
-        kind = kind or _KINDS.get(cells.kind.lower())  # checked even if the endpoint is wrong
         if kind is None:
             return None
-        allowed = PROTOCOLS[kind]
-        if not protocol and kind is Kind.SERVER:
-            return allowed[0]
+        allowed = kind.protocols
+        if not protocol and kind.default_protocol:
+            return kind.default_protocol
         if not protocol:
-            self.problem("protocol", f"required for a {kind.value} (one of {', '.join(allowed)})")
+            self.problem("protocol", f"required for a {kind.name} (one of {', '.join(allowed)})")
             return None
         if protocol not in allowed:
-            hint = ""
-            if kind is Kind.COMPUTER and protocol == "APPLE":
-                hint = "; a computer's Apple Screen Sharing is VNC"
+            hint = f"; {kind.hints[protocol]}" if protocol in kind.hints else ""
             self.problem(
                 "protocol",
-                f"a {kind.value} has no protocol {_show(cells.protocol)} (one of "
+                f"a {kind.name} has no protocol {_show(cells.protocol)} (one of "
                 f"{', '.join(allowed)}){hint}",
             )
             return None
         return protocol
 
-    def _port(self, cells: _Cells, kind: Kind | None) -> int | _Invalid | None:
+    def _port(self, cells: _Cells, kind: KindSpec | None) -> int | _Invalid | None:
         """The port, None when there is none, _INVALID when it is wrong."""
         if not cells.port:
             return None
-        kind = kind or _KINDS.get(cells.kind.lower())
-        if kind is not None and kind is not Kind.COMPUTER:
+        if kind is not None and not kind.port:
+            takers = [k for k in kind_names() if (spec := kind_spec(k)) and spec.port]
             self.problem(
-                "port", f"a port only applies to a computer connection, not a {kind.value}"
+                "port",
+                f"a port only applies to a {' or '.join(takers) or 'no'} connection, "
+                f"not a {kind.name}",
             )
             return _INVALID
         return self._number(cells.port, "port", 65535, what="a port number")
+
+    def _domain(self, cells: _Cells, kind: KindSpec | None, protocol: str | None) -> None:
+        if not cells.domain or kind is None or protocol is None:
+            return
+        if protocol not in kind.domain_protocols:
+            applies = " or ".join(sorted(kind.domain_protocols))
+            why = f"a domain only applies to {applies}" if applies else f"a {kind.name} has none"
+            self.problem("domain", f"{why}, not {protocol}")
 
     def _number(
         self, text: str, column: str, high: int, what: str = "a whole number of days"
@@ -633,25 +642,27 @@ class _RowChecker:
         self.problem(column, f"{_show(text)} is not {what} from 1 to {high}")
         return _INVALID
 
-    def _policy(self, cells: _Cells, protocol: str | None) -> None:
+    def _policy(self, cells: _Cells, kind: KindSpec | None, protocol: str | None) -> None:
         name = cells.policy or "default"
         policy = self.settings.policies.get(name)
         if policy is None:
             self.problem("policy", f"unknown policy {_show(name)} (known: {self.known_policies})")
-        elif protocol is not None and (why := validate_policy_for(protocol, policy)):
-            self.problem("policy", why)
+        elif kind is not None and protocol is not None:
+            limit = kind.max_password(protocol)
+            if why := validate_policy_for(protocol, policy, limit):
+                self.problem("policy", why)
 
     def _vault_path(
         self,
         cells: _Cells,
-        kind: Kind | None,
+        kind: KindSpec | None,
         protocol: str | None,
         port: int | _Invalid | None,
         target_ok: bool,
     ) -> str | None:
         """The row's vault path (given or default), checked, and its duplicates."""
         if kind is not None and protocol is not None and port is not _INVALID and target_ok:
-            key = (cells.endpoint, kind.value, cells.target, protocol, port)
+            key = (cells.endpoint, kind.name, cells.target, protocol, port)
             first = self.keys.setdefault(key, self.line)
             if first != self.line:
                 self.problem(

@@ -42,36 +42,6 @@ class Secret:
         raise TypeError("a Secret is not to be pickled")
 
 
-class Kind(enum.StrEnum):
-    CONNECTION = "connection"
-    COMPUTER = "computer"
-    SERVER = "server"
-
-
-class System(enum.StrEnum):
-    REMOTIX = "remotix"
-    SPARKVIEW = "sparkview"
-
-
-#: protocols each kind has; a server's stored logon is RDP
-PROTOCOLS: dict[Kind, tuple[str, ...]] = {
-    Kind.CONNECTION: ("NEAR", "RDP", "APPLE"),
-    Kind.COMPUTER: ("NEAR", "RDP", "VNC"),
-    Kind.SERVER: ("RDP",),
-}
-
-#: the vendor system that serves each kind
-SYSTEM_OF_KIND: dict[Kind, System] = {
-    Kind.CONNECTION: System.REMOTIX,
-    Kind.COMPUTER: System.REMOTIX,
-    Kind.SERVER: System.SPARKVIEW,
-}
-
-#: protocols whose passwords are VNC passwords (8 characters at most)
-VNC_TYPE_PROTOCOLS = frozenset({"VNC"})
-VNC_MAX_LENGTH = 8
-
-
 class Status(enum.StrEnum):
     ROTATED = "rotated"
     FAILED = "failed"
@@ -112,10 +82,10 @@ class Row:
 
     line: int  # line number in the CSV (header = 1)
     endpoint: str
-    kind: Kind
+    kind: str  # one of its endpoint's vendor's kinds (`connection`, `server`, ...)
     target: str
     username: str
-    protocol: str  # upper case; "RDP" for a server
+    protocol: str  # upper case; the kind's default protocol when the row names none
     port: int | None = None
     domain: str | None = None
     policy: str = "default"
@@ -130,7 +100,7 @@ class Row:
     @property
     def key(self) -> tuple[str, str, str, str, int | None]:
         """The credential's identity: two rows with the same key are duplicates."""
-        return (self.endpoint, self.kind.value, self.target, self.protocol, self.port)
+        return (self.endpoint, self.kind, self.target, self.protocol, self.port)
 
     @property
     def protocol_suffix(self) -> str:
@@ -140,7 +110,7 @@ class Row:
     @property
     def label(self) -> str:
         """A short human name for logs: endpoint/kind/target/protocol[_port]."""
-        return f"{self.endpoint}/{self.kind.value}/{self.target}/{self.protocol_suffix}"
+        return f"{self.endpoint}/{self.kind}/{self.target}/{self.protocol_suffix}"
 
     @property
     def account_name(self) -> str:
@@ -242,7 +212,7 @@ class ItemResult:
         r = self.row
         return {
             "endpoint": r.endpoint,
-            "kind": r.kind.value,
+            "kind": r.kind,
             "target": r.target,
             "protocol": r.protocol,
             "port": r.port,
@@ -315,7 +285,7 @@ class EndpointProbe:
     """The result of probing one endpoint before any write."""
 
     endpoint: str
-    system: System
+    system: str  # the endpoint's vendor
     ok: bool
     detail: str = ""
 

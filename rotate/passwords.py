@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import string
 
-from rotate.models import VNC_MAX_LENGTH, VNC_TYPE_PROTOCOLS, Secret
+from rotate.models import Secret
 from rotate.settings import PolicySettings, policy_problems
 
 __all__ = ["alphabets", "generate", "validate_policy_for"]
@@ -41,14 +41,17 @@ def generate(policy: PolicySettings) -> Secret:
     return Secret("".join(chars))
 
 
-def validate_policy_for(row_protocol: str, policy: PolicySettings) -> str | None:
-    """Why `policy` cannot serve a credential of this protocol, or None when it can."""
-    if row_protocol.upper() in VNC_TYPE_PROTOCOLS and policy.length > VNC_MAX_LENGTH:
-        # VNC authentication keys DES with the first 8 bytes: a longer password is truncated
-        # by the server, so what Vault keeps would not be what the target checks
-        return (
-            f"a {row_protocol.upper()} password is at most {VNC_MAX_LENGTH} characters, "
-            f"but policy {policy.name!r} has length {policy.length}; name a policy of "
-            f"length {VNC_MAX_LENGTH} or less"
-        )
-    return None
+def validate_policy_for(
+    protocol: str, policy: PolicySettings, max_length: int | None
+) -> str | None:
+    """Why `policy` cannot serve a logon of this protocol, which takes passwords of at most
+    `max_length` characters (its kind's limit: see `KindSpec.max_password`), or None when it
+    can. A longer password would be cut short by the target (a VNC server checks 8
+    characters), so what Vault keeps would not be what the target checks."""
+    if max_length is None or policy.length <= max_length:
+        return None
+    return (
+        f"a {protocol.upper()} password is at most {max_length} characters, "
+        f"but policy {policy.name!r} has length {policy.length}; name a policy of "
+        f"length {max_length} or less"
+    )

@@ -52,7 +52,7 @@ from rotate.models import (
     Status,
 )
 from rotate.stores.base import DataPlane
-from rotate.targets.base import Target
+from rotate.vendors.base import Target
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ from rotate.protocol import TROUBLE, AccountOutcome, AccountRotation, Context, n
 from rotate.settings import Settings
 from rotate.stores.base import DataPlane
 from rotate.stores.kv import fan_out
-from rotate.targets.base import Target
+from rotate.vendors.base import Target
 
 log = logging.getLogger(__name__)
 

@@ -6,22 +6,24 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from rotate.authorities.base import AuthoritySettings
 from rotate.configparse import (
+    FORBIDDEN_SECRET_KEYS,
     build,
     not_negative,
     positive,
     timeouts,
-    type_ok,
     unreadable,
     url_problem,
 )
 from rotate.errors import ConfigError
-from rotate.models import NO_AUTHORITY, Secret, System
+from rotate.models import NO_AUTHORITY, Secret
+from rotate.vendors.base import EndpointSettings
+from rotate.vendors.config import parse_endpoint
 
 MAX_PASSWORD_LENGTH = 256
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -113,67 +115,6 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
-class EndpointSettings:
-    """One vendor endpoint; every [assumed] API fact is a setting here."""
-
-    name: str
-    system: System
-    url: str
-    per_endpoint_concurrency: int | None = None  # default: [run] per_endpoint_concurrency
-    timeout_s: float | None = None
-    insecure: bool = False  # TLS without certificate checks: warned about everywhere
-    ca_bundle: str | None = None  # PEM file of the CA(s) that signed the endpoint's cert
-    client_cert: str | None = None  # PEM client certificate, for gateways that ask for one
-    client_key: str | None = None  # its key, when not in client_cert
-    # Remotix
-    token_env: str | None = None  # bearer token, sent when the variable is set
-    probe_path: str = "/groups"
-    near_key: str = "rxp"
-    rdp_key: str = "rdp"
-    apple_key: str = "apple"
-    vnc_key: str = "apple"  # a plain VNC server's key name is not documented
-    verify_computers: bool = True
-    # The API has no documented call that lists cloud computers: `rotate discover` reads
-    # the connections of these computer ids. (Values are lower-cased like every list key;
-    # Remotix computer ids are numeric.)
-    computers: tuple[str, ...] = ()
-    # Spark View
-    gateway_password_env: str | None = None
-    gateway_password_vault: str | None = None  # "<path>#<key>" in the KV mount
-    user_param: str = "user"
-    password_param: str = "pwd"  # noqa: S105 - a parameter name
-    domain_param: str = "domain"
-    send_definition_on_update: bool = True  # resend displayName/server: update may replace
-    # Access links (/SYMLINK) whose `parameters` embed a rotated server logon are updated
-    # after the rotation (listed once per run).
-    update_links: bool = True
-    link_server_column: str = "resourceId"  # the list column holding the link's server id
-    # Resend the link's server, password, validFrom, validTo and comment with each update
-    # (update may replace); validTime is never resent, as it would restart the validity.
-    send_link_fields_on_update: bool = True
-    # After a rotation, reset the account's two-factor enrolment (/CONTROL?target=twofa).
-    reset_twofa: bool = False
-    # The gateway answers every failure as 500 {"error:": ...}, even one after it applied an
-    # update; only these words (lower case) in a write's error make it a definite refusal.
-    write_refusals: tuple[str, ...] = (
-        "not found",
-        "rejected",
-        "invalid",
-        "missing",
-        "already exists",
-        "unknown action",
-        "denied",
-        "forbidden",
-        "unauthori",
-    )
-
-    def bearer_token(self, env: Mapping[str, str]) -> Secret | None:
-        if self.token_env and env.get(self.token_env):
-            return Secret(env[self.token_env])
-        return None
-
-
-@dataclass(frozen=True)
 class Settings:
     """The whole configuration of one invocation."""
 
@@ -194,30 +135,19 @@ class Settings:
 
 
 _SECTIONS = {"vault", "run", "policies", "endpoints", "authorities"}
+_COMMON_ENDPOINT_KEYS = frozenset(f.name for f in fields(EndpointSettings)) - {"name", "system"}
 VAULT_AUTH_METHODS = ("token", "approle", "kubernetes")
 # [vault] keys that would put a login secret in the file (token and secret_id are above)
 _VAULT_SECRET_KEYS = ("role_id", "jwt", "kubernetes_jwt")
 
 
 def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None) -> Settings:
-    """Read the config file (if any) and apply the environment; raise ConfigError listing all."""
+    """Read the config file (if any) and apply the environment; raise ConfigError listing all.
+    Each section is parsed on its own ([endpoints.*] and [authorities.*] by the back end
+    their `system` or `type` names), and every problem in any of them is reported at once."""
     env = dict(os.environ if env is None else env)
     errors: list[str] = []
-    raw: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        p = Path(path)
-        source = str(p)
-        try:
-            # utf-8-sig: a BOM (Windows editors) is not a TOML error at line 1, column 1
-            raw = tomllib.loads(p.read_text(encoding="utf-8-sig"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {p} not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {p} cannot be read: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
-
+    raw, source = _read(path)
     for key in raw:
         if key not in _SECTIONS:
             errors.append(f"unknown section [{key}] (known: {', '.join(sorted(_SECTIONS))})")
@@ -229,15 +159,89 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
             return {}
         return value
 
-    vault_raw = table("vault")
+    vault = _vault(table("vault"), env, errors)
+    run = _run(table("run"), errors)
+    policies = _policies(table("policies"), errors)
+    endpoints = _endpoints(table("endpoints"), errors)
+    authorities = _authorities(table("authorities"), errors)
+    if run.authority and run.authority != NO_AUTHORITY and run.authority not in authorities:
+        known = ", ".join([NO_AUTHORITY, *sorted(authorities)])
+        errors.append(
+            f"run.authority: {run.authority!r} is not an [authorities.<name>] section "
+            f"(known: {known})"
+        )
+    if errors:
+        raise ConfigError(f"config {source} rejected:\n" + "\n".join(f"  - {e}" for e in errors))
+    return Settings(
+        vault=vault,
+        run=run,
+        policies=policies,
+        endpoints=endpoints,
+        authorities=authorities,
+        source=source,
+        env=env,
+    )
+
+
+def _read(path: str | Path | None) -> tuple[dict[str, Any], str]:
+    """The config file's tables, and how to name it in messages."""
+    if path is None:
+        return {}, "<defaults>"
+    p = Path(path)
+    try:
+        # utf-8-sig: a BOM (Windows editors) is not a TOML error at line 1, column 1
+        return tomllib.loads(p.read_text(encoding="utf-8-sig")), str(p)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+
+
+def _vault(raw: Mapping[str, Any], env: Mapping[str, str], errors: list[str]) -> VaultSettings:
+    """[vault], then the environment over it (VAULT_ADDR, VAULT_TOKEN, ...)."""
     for key in _VAULT_SECRET_KEYS:
-        if key in vault_raw:
+        if key in raw:
             errors.append(
                 f"vault.{key}: secrets never live in the config file; "
                 "use the environment or a file (see README)"
             )
-    vault_raw = {k: v for k, v in vault_raw.items() if k not in _VAULT_SECRET_KEYS}
-    vault = build(VaultSettings, vault_raw, "vault", errors) or VaultSettings()
+    raw = {k: v for k, v in raw.items() if k not in _VAULT_SECRET_KEYS}
+    vault = build(VaultSettings, raw, "vault", errors) or VaultSettings()
+    vault = replace(vault, **_vault_overrides(vault, env, errors))
+    errors.extend(vault_auth_problems(vault))
+    if why := url_problem(vault.addr):
+        errors.append(f"vault.addr: {why}")
+    for key in ("mount", "prefix", "pending_prefix", "approle_mount", "kubernetes_mount"):
+        value = getattr(vault, key)
+        if key == "pending_prefix" and not value:
+            continue  # empty: the default, <prefix>/_pending
+        if (
+            not value
+            or value.strip("/") != value
+            or ".." in value.split("/")
+            or not value.isprintable()
+        ):
+            errors.append(
+                f"vault.{key}: {value!r} must be a non-empty path without "
+                "leading or trailing '/', '..' or control characters"
+            )
+    if vault.pending_prefix and (vault.prefix + "/").startswith(vault.pending_prefix + "/"):
+        # journal records live under <pending_root>: every secret would lie in the pending area
+        errors.append(
+            f"vault.pending_prefix: {vault.pending_prefix!r} must be neither the prefix "
+            f"{vault.prefix!r} nor a parent of it"
+        )
+    positive(errors, "vault", timeout_s=vault.timeout_s, connections=vault.connections)
+    timeouts(errors, "vault", timeout_s=vault.timeout_s)
+    return vault
+
+
+def _vault_overrides(
+    vault: VaultSettings, env: Mapping[str, str], errors: list[str]
+) -> dict[str, Any]:
+    """What the environment (and the token file) set over [vault]."""
     overrides: dict[str, Any] = {}
     for var, attr in (
         ("VAULT_ADDR", "addr"),
@@ -265,34 +269,12 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         for var, attr in (("VAULT_ROLE_ID", "role_id"), ("VAULT_SECRET_ID", "secret_id")):
             if env.get(var, "").strip():
                 overrides[attr] = Secret(env[var].strip())
-    vault = replace(vault, **overrides)
-    errors.extend(vault_auth_problems(vault))
-    if why := url_problem(vault.addr):
-        errors.append(f"vault.addr: {why}")
-    for key in ("mount", "prefix", "pending_prefix", "approle_mount", "kubernetes_mount"):
-        value = getattr(vault, key)
-        if key == "pending_prefix" and not value:
-            continue  # empty: the default, <prefix>/_pending
-        if (
-            not value
-            or value.strip("/") != value
-            or ".." in value.split("/")
-            or not value.isprintable()
-        ):
-            errors.append(
-                f"vault.{key}: {value!r} must be a non-empty path without "
-                "leading or trailing '/', '..' or control characters"
-            )
-    if vault.pending_prefix and (vault.prefix + "/").startswith(vault.pending_prefix + "/"):
-        # journal records live under <pending_root>: every secret would lie in the pending area
-        errors.append(
-            f"vault.pending_prefix: {vault.pending_prefix!r} must be neither the prefix "
-            f"{vault.prefix!r} nor a parent of it"
-        )
-    positive(errors, "vault", timeout_s=vault.timeout_s, connections=vault.connections)
-    timeouts(errors, "vault", timeout_s=vault.timeout_s)
+    return overrides
 
-    run = build(RunSettings, table("run"), "run", errors) or RunSettings()
+
+def _run(raw: Mapping[str, Any], errors: list[str]) -> RunSettings:
+    """[run]: the bounds and retry behaviour of a run."""
+    run = build(RunSettings, raw, "run", errors) or RunSettings()
     positive(
         errors,
         "run",
@@ -312,19 +294,16 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         max_retry_after_s=run.max_retry_after_s,
     )
     timeouts(errors, "run", timeout_s=run.timeout_s)
-    if (
-        not run.lease_name
-        or any(c in run.lease_name for c in "/ \t")
-        or run.lease_name
-        in (
-            ".",
-            "..",
-        )
-    ):
-        errors.append(f"run.lease_name: {run.lease_name!r} must be one path segment")
+    name = run.lease_name
+    if not name or any(c in name for c in "/ \t") or name in (".", ".."):
+        errors.append(f"run.lease_name: {name!r} must be one path segment")
+    return run
 
+
+def _policies(raw: Mapping[str, Any], errors: list[str]) -> dict[str, PolicySettings]:
+    """Each [policies.<name>], and `default` when the file names none."""
     policies: dict[str, PolicySettings] = {}
-    for name, data in table("policies").items():
+    for name, data in raw.items():
         if not isinstance(data, dict):
             errors.append(f"[policies.{name}] must be a table")
             continue
@@ -333,9 +312,15 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
             errors.extend(policy_problems(policy))
             policies[name] = policy
     policies.setdefault("default", PolicySettings(name="default"))
+    return policies
 
-    endpoints: dict[str, EndpointSettings] = {}
-    for name, data in table("endpoints").items():
+
+def _endpoints(raw: Mapping[str, Any], errors: list[str]) -> dict[str, EndpointSettings]:
+    """Each [endpoints.<name>] section, parsed by the vendor its `system` names."""
+    from rotate.registry import vendor_names, vendor_type
+
+    found: dict[str, EndpointSettings] = {}
+    for name, data in raw.items():
         where = f"endpoints.{name}"
         if not _ENDPOINT_NAME.fullmatch(name):
             # The name is a segment of every default Vault path and of report file rows.
@@ -346,75 +331,26 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None)
         if not isinstance(data, dict):
             errors.append(f"[{where}] must be a table")
             continue
-        # a required key missing or of the wrong type is named here; a stand-in for it
-        # lets the endpoint's other keys be checked too (every problem at once)
-        stand_ins: dict[str, str] = {}
-        for req, kind, stand_in in (("system", "System", "remotix"), ("url", "str", "http://x")):
-            if req not in data:
-                errors.append(f"{where}: missing required key {req!r}")
-            elif not type_ok(kind, data[req]):
-                value = data[req]
-                errors.append(
-                    f"{where}.{req}: expected {kind}, got {type(value).__name__} {value!r}"
-                )
-            else:
-                continue
-            stand_ins[req] = stand_in
-        endpoint = build(EndpointSettings, {**data, **stand_ins}, where, errors, name=name)
-        if endpoint is None:  # pragma: no cover - the required keys are there, typed
-            continue
-        # _build keeps the TOML string: make it the enum before any `is System...` test
-        endpoint = replace(endpoint, system=System(endpoint.system))
-        if "url" not in stand_ins and (why := url_problem(endpoint.url)):
-            errors.append(f"{where}.url: {why}")
-        for key in ("client_cert", "client_key"):
-            value = getattr(endpoint, key)
-            if value is not None and not Path(value).is_file():
-                errors.append(f"{where}.{key}: {value!r} is not a file")
-        if endpoint.client_key and not endpoint.client_cert:
-            errors.append(f"{where}.client_key: given without client_cert")
-        if endpoint.insecure and endpoint.ca_bundle:
-            errors.append(f"{where}: insecure = true and ca_bundle contradict each other")
-        if endpoint.ca_bundle is not None and not Path(endpoint.ca_bundle).is_file():
-            # found out only when the first request is made, as a traceback
-            errors.append(f"{where}.ca_bundle: {endpoint.ca_bundle!r} is not a file")
-        if endpoint.system is System.SPARKVIEW and not (
-            endpoint.gateway_password_env or endpoint.gateway_password_vault
-        ):
+        system = data.get("system")
+        vendor = vendor_type(system) if isinstance(system, str) else None
+        if "system" not in data:
+            errors.append(f"{where}: missing required key 'system'")
+        elif vendor is None:
+            known = ", ".join(vendor_names())
             errors.append(
-                f"{where}: a sparkview endpoint needs gateway_password_env "
-                "or gateway_password_vault"
+                f"{where}.system: expected one of {known}, got {type(system).__name__} {system!r}"
             )
-        if endpoint.gateway_password_vault and "#" not in endpoint.gateway_password_vault:
-            errors.append(f"{where}.gateway_password_vault: expected '<path>#<key>'")
-        positive(
-            errors,
-            where,
-            per_endpoint_concurrency=endpoint.per_endpoint_concurrency,
-            timeout_s=endpoint.timeout_s,
-        )
-        timeouts(errors, where, timeout_s=endpoint.timeout_s)
-        endpoints[name] = endpoint
-
-    authorities = _authorities(table("authorities"), errors)
-    if run.authority and run.authority != NO_AUTHORITY and run.authority not in authorities:
-        known = ", ".join([NO_AUTHORITY, *sorted(authorities)])
-        errors.append(
-            f"run.authority: {run.authority!r} is not an [authorities.<name>] section "
-            f"(known: {known})"
-        )
-
-    if errors:
-        raise ConfigError(f"config {source} rejected:\n" + "\n".join(f"  - {e}" for e in errors))
-    return Settings(
-        vault=vault,
-        run=run,
-        policies=policies,
-        endpoints=endpoints,
-        authorities=authorities,
-        source=source,
-        env=env,
-    )
+        if vendor is None:
+            # the other keys belong to a vendor: those every endpoint has are checked, and
+            # none may hold a secret
+            checked = _COMMON_ENDPOINT_KEYS | FORBIDDEN_SECRET_KEYS
+            common = {k: v for k, v in data.items() if k in checked}
+            parse_endpoint(EndpointSettings, name, common, errors, system="")
+            continue
+        parsed = vendor.parse(name, data, errors)
+        if parsed is not None:
+            found[name] = parsed
+    return found
 
 
 def _authorities(raw: Mapping[str, Any], errors: list[str]) -> dict[str, AuthoritySettings]:

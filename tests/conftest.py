@@ -26,4 +26,4 @@ def _httpx_mockable_transport(
     def plain(verify: ssl.SSLContext | bool, limit: int) -> httpx.AsyncHTTPTransport:
         return httpx.AsyncHTTPTransport(verify=verify, limits=httpx.Limits(max_connections=limit))
 
-    monkeypatch.setattr("rotate.targets.http.transport", plain)
+    monkeypatch.setattr("rotate.vendors.http.transport", plain)

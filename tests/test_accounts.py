@@ -17,13 +17,11 @@ from rotate.inventory import group_accounts
 from rotate.models import (
     Account,
     Credential,
-    Kind,
     PendingCandidate,
     Row,
     Secret,
     Stage,
     Status,
-    System,
 )
 from rotate.runbook import Options, Runbook, exit_trouble
 from rotate.settings import EndpointSettings, PolicySettings, RunSettings, Settings
@@ -81,7 +79,7 @@ def settings() -> Settings:
         run=RunSettings(max_age_days=30, retries=0),
         policies={"default": PolicySettings(name="default", length=20)},
         endpoints={
-            n: EndpointSettings(name=n, system=System.REMOTIX, url=f"http://127.0.0.1:{i}")
+            n: EndpointSettings(name=n, system="remotix", url=f"http://127.0.0.1:{i}")
             for i, n in enumerate(("ep1", "ep2"), start=1)
         },
     )
@@ -93,7 +91,7 @@ def usages(authority: str = "corp", account: str = "corp-admin", n: int = 3) -> 
         Row(
             line=2 + i,
             endpoint=f"ep{1 + i % 2}",
-            kind=Kind.COMPUTER,
+            kind="computer",
             target=f"pc{i}",
             username="administrator",
             protocol="RDP",

@@ -14,10 +14,10 @@ from pytest_httpx import HTTPXMock
 from rotate.cli import main
 from rotate.discover import discover, to_csv
 from rotate.inventory import COLUMNS
-from rotate.models import Kind, System
-from rotate.settings import EndpointSettings, PolicySettings, RunSettings, Settings
-from rotate.sim.remotix import RemotixState
-from rotate.sim.sparkview import SparkViewState
+from rotate.settings import PolicySettings, RunSettings, Settings
+from rotate.vendors.remotix import RemotixSettings
+from rotate.vendors.remotix.simulator import RemotixState
+from rotate.vendors.sparkview.simulator import SparkViewState
 from tests.plugins.scene import (
     GATEWAYS,
     World,
@@ -62,12 +62,12 @@ def key(cells: dict[str, str]) -> Key:
     )
 
 
-def seeded(world: World, kinds: set[Kind]) -> set[Key]:
+def seeded(world: World, kinds: set[str]) -> set[Key]:
     """What the simulators were seeded with (the demo inventory's rows of these kinds)."""
     return {
         (
             r.endpoint,
-            r.kind.value,
+            r.kind,
             r.target,
             r.protocol,
             "" if r.port is None else str(r.port),
@@ -90,10 +90,10 @@ def test_discover_then_plan(
     rows = read_csv(text)
     # Servers and computers, with the usernames the APIs give; connections (whose username
     # the API never gives) are left out by default, and a warning says so.
-    assert {key(r) for r in rows} == seeded(world, {Kind.SERVER, Kind.COMPUTER})
+    assert {key(r) for r in rows} == seeded(world, {"server", "computer"})
     assert len(rows) == len({key(r) for r in rows})
     for endpoint in ("office-mac", "branch-office"):
-        count = len([r for r in world.rows_of(endpoint) if r.kind is Kind.CONNECTION])
+        count = len([r for r in world.rows_of(endpoint) if r.kind == "connection"])
         warning = f"endpoint {endpoint}: {count} connection row(s) have no username"
         assert warning in log_text(caplog)
     assert "without a username left out" in captured.err
@@ -152,9 +152,9 @@ def test_discover_incomplete_lists_every_seeded_object(
     found = {key(r) for r in rows}
     # Every seeded object; connections with an empty username and a note saying so.
     connections = {
-        (e, k, t, p, port, "", "") for e, k, t, p, port, _, _ in seeded(world, {Kind.CONNECTION})
+        (e, k, t, p, port, "", "") for e, k, t, p, port, _, _ in seeded(world, {"connection"})
     }
-    assert found == seeded(world, {Kind.SERVER, Kind.COMPUTER}) | connections
+    assert found == seeded(world, {"server", "computer"}) | connections
     for r in rows:
         assert ("fill it in" in r["notes"]) is (r["kind"] == "connection")
     for secret in all_secrets(world):
@@ -204,11 +204,11 @@ def test_discover_reads_each_logon_and_reports_gaps(world: World) -> None:
     rx.connections["B10C-0001"].protocol = "SSH"  # a type the inventory has no protocol for
     found = discover(replace(world.settings, env={**world.settings.env, **GATEWAYS}))
     assert found.exit_code == 0
-    assert [r.target for r in found.incomplete if r.kind is Kind.SERVER] == ["kiosk-01"]
+    assert [r.target for r in found.incomplete if r.kind == "server"] == ["kiosk-01"]
     assert all(r.target != "B10C-0001" for r in found.rows + found.incomplete)
     assert any("'B10C-0001'" in w and "'SSH'" in w for w in found.warnings)
     # No computers named in the config: none discovered (the API cannot list them).
-    assert not [r for r in found.rows if r.kind is Kind.COMPUTER]
+    assert not [r for r in found.rows if r.kind == "computer"]
 
 
 # -- unit: what the Remotix answers map to (pytest-httpx) --------------------------------------
@@ -224,7 +224,7 @@ def test_remotix_types_ports_and_credentials(httpx_mock: HTTPXMock) -> None:
             "short": PolicySettings(name="short", length=8),
         },
         endpoints={
-            "rx": EndpointSettings(name="rx", system=System.REMOTIX, url=RX_URL, computers=("42",))
+            "rx": RemotixSettings(name="rx", system="remotix", url=RX_URL, computers=("42",))
         },
     )
     groups = [{"group_uid": "G1", "name": "All"}]
@@ -255,11 +255,11 @@ def test_remotix_types_ports_and_credentials(httpx_mock: HTTPXMock) -> None:
         url=f"{RX_URL}/computer/42/NEAR/credentials", status_code=404, json={"error": "nope"}
     )
     found = discover(settings)
-    rows = {(r.kind.value, r.target, r.protocol, r.port): r for r in found.rows}
+    rows = {(r.kind, r.target, r.protocol, r.port): r for r in found.rows}
     assert set(rows) == {("computer", "42", "RDP", 3390), ("computer", "42", "VNC", None)}
     assert rows["computer", "42", "RDP", 3390].domain == "CORP"
     assert rows["computer", "42", "VNC", None].policy == "short"
-    incomplete = {(r.kind.value, r.target, r.protocol) for r in found.incomplete}
+    incomplete = {(r.kind, r.target, r.protocol) for r in found.incomplete}
     assert incomplete == {
         ("connection", "c1", "RDP"),
         ("connection", "c2", "APPLE"),

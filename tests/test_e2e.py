@@ -206,9 +206,13 @@ def test_vault_unreachable_at_start_exit_3_nothing_touched(
     assert "unreachable" in captured.err
     assert sum(world.host.simulator(n).counters.requests for n in world.states) == 0
     assert snapshot(world, openbao_client) == before
-    assert not world.out.exists()
-    assert not json_path.exists()
-    assert_no_secret_in_outputs(world, captured, caplog)
+    assert not world.out.exists()  # no report: nothing happened
+    # ... but the refusal is recorded, with its reason (a scheduler's record of the night).
+    record = json.loads(json_path.read_text())
+    assert record["aborted"].startswith("refused before any change: ")
+    assert "unreachable" in record["aborted"]
+    assert record["items"] == []
+    assert_no_secret_in_outputs(world, captured, caplog, json_path)
 
 
 def test_report_after_run_is_compliant(world: World) -> None:

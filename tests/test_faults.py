@@ -28,9 +28,8 @@ import pytest
 
 from rotate.devvault import DEV_MOUNT, DevVault
 from rotate.inventory import load_inventory
-from rotate.models import Kind
 from rotate.sim.faults import Faults
-from rotate.sim.remotix import RemotixSimulator
+from rotate.vendors.remotix.simulator import RemotixSimulator
 from tests.plugins.scene import (
     World,
     WorldFactory,
@@ -275,7 +274,11 @@ def test_vault_sealed_at_start_exit_3_nothing_touched(
     captured = capsys.readouterr()
     assert f"Vault at {spare_vault.addr} is sealed" in captured.err
     assert sum(world.host.simulator(n).counters.requests for n in world.states) == 0
-    assert not json_path.exists()
+    # The refusal is recorded (its reason in `aborted`, no item), no report is written.
+    record = record_of(json_path)
+    assert record["aborted"].startswith("refused before any change: ")
+    assert "sealed" in record["aborted"]
+    assert record["items"] == []
     assert not world.out.exists()
     unseal(spare_vault)
     for row in world.rows:
@@ -503,7 +506,7 @@ def test_429_with_retry_after_is_waited_out_then_rotated(
     assert statuses(record["items"]) == {"rotated"}
     sim = world.host.simulator("branch-office")
     rows = world.rows_of("branch-office")
-    read_backs = sum(r.kind is Kind.COMPUTER for r in rows)
+    read_backs = sum(r.kind == "computer" for r in rows)
     assert sim.faults.injected == 3
     # probe + one write per row + the 3 retried writes + the read-backs
     assert sim.counters.requests == 1 + len(rows) + 3 + read_backs
@@ -619,7 +622,7 @@ def test_applied_then_failed_write_is_in_doubt_and_its_candidate_promoted(
     assert_converges_on(world, candidates)
     # The clean run looked first where the API can read back (and found the new password
     # there: no write), and re-sent it once where it cannot.
-    write_only = [r for r in world.rows_of(endpoint) if r.kind.value == "connection"]
+    write_only = [r for r in world.rows_of(endpoint) if r.kind == "connection"]
     assert world.host.simulator(endpoint).counters.writes == len(write_only)
     assert_no_secret_in_outputs(world, capsys.readouterr(), caplog)
 

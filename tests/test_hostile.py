@@ -188,7 +188,7 @@ def assert_accepted(out: Outcome) -> None:
     assert "does not answer like Vault" in out.stderr, out.stderr
     assert out.vault_hits >= 1
     assert out.endpoint_hits == 0  # Vault is checked before any endpoint
-    assert out.written == []
+    assert out.written == ["run.json"]  # the refusal is recorded; no report is written
 
 
 # --- configs --------------------------------------------------------------------------------
@@ -912,7 +912,9 @@ def test_a_vault_ca_certificate_that_is_not_a_file_is_a_clean_refusal(net: Net) 
     assert out.code in (EXIT_USAGE, EXIT_REFUSED), out.stderr
     assert "Traceback" not in out.stderr
     assert missing in out.stderr
-    assert (out.vault_hits, out.endpoint_hits, out.written) == (0, 0, [])
+    assert (out.vault_hits, out.endpoint_hits) == (0, 0)
+    # Refused (exit 3): only its --json record, with the reason; no report.
+    assert out.written == (["run.json"] if out.code == EXIT_REFUSED else [])
 
 
 # --- each catalogued fault alone: every one is exercised, whatever the sampling ----------

@@ -13,8 +13,17 @@ from hypothesis import strategies as st
 
 from rotate.errors import InventoryError, Problem
 from rotate.inventory import COLUMNS, default_vault_path, load_inventory
-from rotate.models import PROTOCOLS, SYSTEM_OF_KIND, VNC_TYPE_PROTOCOLS, Kind, Row
+from rotate.models import Row
+from rotate.registry import kind_names, kind_spec, system_of_kind
 from rotate.settings import Settings, load_settings
+from rotate.vendors.base import KindSpec
+
+
+def _kind(name: str) -> KindSpec:
+    found = kind_spec(name)
+    assert found is not None, name
+    return found
+
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CSV = ROOT / "inventories" / "demo.csv"
@@ -78,10 +87,10 @@ def test_the_demo_inventory_loads_with_every_kind_and_protocol(demo_settings: Se
     assert len(rows) == 40
     assert [r.line for r in rows] == list(range(2, 42))
     combos = {(r.kind, r.protocol) for r in rows}
-    assert combos == {(kind, p) for kind, protocols in PROTOCOLS.items() for p in protocols}
+    assert combos == {(k, p) for k in kind_names() for p in _kind(k).protocols}
     assert {r.endpoint for r in rows} == set(demo_settings.endpoints)
     assert {r.policy for r in rows} == {"default", "vnc", "long"}
-    assert all(r.policy == "vnc" for r in rows if r.protocol in VNC_TYPE_PROTOCOLS)
+    assert all(r.policy == "vnc" for r in rows if _kind(r.kind).max_password(r.protocol) == 8)
     assert {r.port for r in rows if r.port is not None} >= {3390, 5901}
     assert any(r.domain for r in rows)
     assert all(r.domain is None for r in rows if r.protocol != "RDP")
@@ -115,7 +124,7 @@ def test_a_row_is_read_as_written(tmp_path: Path, demo_settings: Settings) -> No
     assert computer == Row(
         line=2,
         endpoint="office-mac",
-        kind=Kind.COMPUTER,
+        kind="computer",
         target="123456",
         username="kiosk",
         protocol="VNC",
@@ -143,15 +152,17 @@ def test_only_the_required_columns_are_needed(tmp_path: Path, demo_settings: Set
         tmp_path, "username,target,kind,endpoint\nsvc,fin-rdp-01,server,gw1\n", demo_settings
     )
     assert [(r.endpoint, r.kind, r.target, r.protocol) for r in rows] == [
-        ("gw1", Kind.SERVER, "fin-rdp-01", "RDP")
+        ("gw1", "server", "fin-rdp-01", "RDP")
     ]
 
 
 def test_default_vault_path(demo_settings: Settings) -> None:
-    f = default_vault_path
-    assert f(demo_settings, "e", Kind.COMPUTER, "1", "RDP", 3390) == "rotate/e/computer/1/RDP_3390"
-    assert f(demo_settings, "e", Kind.CONNECTION, "u", "NEAR", None) == "rotate/e/connection/u/NEAR"
-    assert f(demo_settings, "e", Kind.SERVER, "s", "RDP", None) == "rotate/e/server/s"
+    def f(kind: str, target: str, protocol: str, port: int | None) -> str:
+        return default_vault_path(demo_settings, "e", _kind(kind), target, protocol, port)
+
+    assert f("computer", "1", "RDP", 3390) == "rotate/e/computer/1/RDP_3390"
+    assert f("connection", "u", "NEAR", None) == "rotate/e/connection/u/NEAR"
+    assert f("server", "s", "RDP", None) == "rotate/e/server/s"
 
 
 # --- one problem at a time ----------------------------------------------------------------
@@ -537,16 +548,16 @@ def _assert_valid(rows: list[Row], settings: Settings) -> None:
     paths = set()
     for row in rows:
         endpoint = settings.endpoints[row.endpoint]
-        assert SYSTEM_OF_KIND[row.kind] == endpoint.system
-        assert row.protocol in PROTOCOLS[row.kind]
+        assert system_of_kind(row.kind) == endpoint.system
+        assert row.protocol in _kind(row.kind).protocols
         assert row.target
         assert row.username
         assert "/" not in row.target
         assert row.target not in (".", "..")
-        assert row.port is None or (row.kind is Kind.COMPUTER and 1 <= row.port <= 65535)
+        assert row.port is None or (row.kind == "computer" and 1 <= row.port <= 65535)
         assert row.domain is None or row.protocol == "RDP"
         policy = settings.policies[row.policy]
-        assert row.protocol not in VNC_TYPE_PROTOCOLS or policy.length <= 8
+        assert policy.length <= (_kind(row.kind).max_password(row.protocol) or policy.length)
         assert row.max_age_days is None or row.max_age_days >= 1
         assert row.vault_path
         assert not row.vault_path.startswith(settings.vault.pending_root)
@@ -667,8 +678,8 @@ def test_a_100000_row_inventory_loads(tmp_path: Path, demo_settings: Settings) -
     rows = _load(tmp_path, "\n".join(lines) + "\n", demo_settings)
     assert len(rows) == 100_000
     assert Counter(r.kind for r in rows) == {
-        Kind.CONNECTION: 25_000,
-        Kind.COMPUTER: 25_000,
-        Kind.SERVER: 50_000,
+        "connection": 25_000,
+        "computer": 25_000,
+        "server": 50_000,
     }
     assert rows[-1].line == 100_001

@@ -16,20 +16,27 @@ import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
+from rotate.backends import Secrets
 from rotate.errors import RemoteError
-from rotate.models import Credential, Kind, Row, Secret, System
-from rotate.settings import EndpointSettings, RunSettings
+from rotate.models import Credential, Row, Secret
+from rotate.settings import RunSettings
 from rotate.sim.faults import Faults
 from rotate.sim.host import SimulatorHost
-from rotate.sim.seed import add_access_links
-from rotate.sim.sparkview import SYMLINK_COLUMNS, SparkViewState
-from rotate.targets import build_target
-from rotate.targets.sparkview import SparkViewTarget, link_ref
+from rotate.vendors.sparkview import VENDOR as SPARKVIEW
+from rotate.vendors.sparkview import SparkViewSettings
+from rotate.vendors.sparkview.links import AccessLinks, link_ref
+from rotate.vendors.sparkview.simulator import (
+    SYMLINK_COLUMNS,
+    SparkViewSimulator,
+    SparkViewState,
+    add_access_links,
+)
+from rotate.vendors.sparkview.target import SparkViewTarget
 from tests.plugins.scene import World, assert_no_secret_in_outputs, cli, reconfigure
 
 RUN = RunSettings(retries=2, backoff_s=0.0, timeout_s=1.0)
 URL = "http://127.0.0.1:9002"
-SV = EndpointSettings(name="gw", system=System.SPARKVIEW, url=URL, gateway_password_env="GW")
+SV = SparkViewSettings(name="gw", system="sparkview", url=URL, gateway_password_env="GW")
 GATEWAY = "gateway-secret-1"
 GATEWAY_MD5 = hashlib.md5(GATEWAY.encode(), usedforsecurity=False).hexdigest()
 NEW = "N3w Passw0rd&x=1"  # a space, '&' and '=': the re-encoding must hold them
@@ -43,7 +50,7 @@ def server_row(target: str = "s1", username: str = "alice", domain: str | None =
     return Row(
         line=2,
         endpoint="gw",
-        kind=Kind.SERVER,
+        kind="server",
         target=target,
         username=username,
         protocol="RDP",
@@ -83,8 +90,8 @@ def table(rows: list[list[Any]], cols: tuple[str, ...] = SYMLINK_COLUMNS) -> dic
     }
 
 
-def target(settings: EndpointSettings = SV) -> SparkViewTarget:
-    t = build_target(settings, RUN, {}, Secret(GATEWAY))
+def target(settings: SparkViewSettings = SV) -> SparkViewTarget:
+    t = SPARKVIEW.build(settings, RUN, Secrets({"GW": GATEWAY}))
     assert isinstance(t, SparkViewTarget)
     return t
 
@@ -267,7 +274,9 @@ def test_simulator_link_update_merges_and_keeps_resent_fields(sim_host: Simulato
     (link_id,) = add_access_links(state, SV)
     before = state.symlinks[link_id].as_record()
     auth = {"gatewayPwd": GATEWAY_MD5}
-    with httpx.Client(base_url=sim_host.add_sparkview("gw", state, GATEWAY)) as client:
+    with httpx.Client(
+        base_url=sim_host.add_simulator("gw", SparkViewSimulator(state, GATEWAY))
+    ) as client:
         params = {"action": "update", "symlink": link_id, "parameters": "user=alice&pwd=n"}
         assert client.get("/SYMLINK", params={**params, **auth}).is_success
         after = state.symlinks[link_id].as_record()
@@ -335,14 +344,14 @@ def test_run_updates_the_links_embedding_rotated_logons(
 ) -> None:
     embedding, before = _seed_links(world)
     listed: list[str] = []
-    list_links = SparkViewTarget._list_links
+    list_links = AccessLinks._list_links
 
-    async def counting(self: SparkViewTarget) -> Any:
-        listed.append(self.name)
+    async def counting(self: AccessLinks) -> Any:
+        listed.append(self.settings.name)
         return await list_links(self)
 
-    monkeypatch.setattr(SparkViewTarget, "_list_links", counting)
-    assert len(embedding) == len([r for r in world.rows if r.kind is Kind.SERVER]) == 12
+    monkeypatch.setattr(AccessLinks, "_list_links", counting)
+    assert len(embedding) == len([r for r in world.rows if r.kind == "server"]) == 12
     json_path = world.out.parent / "run.json"
     assert cli(world, "run", "--json", str(json_path)) == 0
     record = json.loads(json_path.read_text())

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from rotate import passwords
 from rotate.models import Secret
 from rotate.settings import DEFAULT_SYMBOLS, PolicySettings, policy_problems
+from rotate.vendors.remotix.kinds import COMPUTER
 
 
 def _classes_in(value: str, policy: PolicySettings) -> dict[str, bool]:
@@ -128,7 +129,9 @@ def test_duplicate_symbols_are_not_favoured() -> None:
     ],
 )
 def test_validate_policy_for(protocol: str, length: int, refused: bool) -> None:
-    message = passwords.validate_policy_for(protocol, PolicySettings(name="mine", length=length))
+    limit = COMPUTER.max_password(protocol)  # a cloud computer's connection: VNC takes 8
+    policy = PolicySettings(name="mine", length=length)
+    message = passwords.validate_policy_for(protocol, policy, limit)
     assert (message is not None) == refused
     if message is not None:
         assert "at most 8 characters" in message

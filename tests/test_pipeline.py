@@ -10,7 +10,7 @@ import pytest
 
 from rotate.errors import EndpointUnavailable, OutcomeUnknown, Rejected, RemoteError
 from rotate.inventory import group_accounts
-from rotate.models import Credential, Kind, PendingCandidate, Row, Secret, Stage, Status, System
+from rotate.models import Credential, PendingCandidate, Row, Secret, Stage, Status
 from rotate.runbook import Options, Runbook
 from rotate.settings import EndpointSettings, PolicySettings, RunSettings, Settings
 from rotate.stores.memory import MemoryStore
@@ -81,7 +81,7 @@ def make_rows(n: int, endpoint: str = "ep1") -> list[Row]:
         Row(
             line=i + 2 + 1000 * int(endpoint[-1]),  # unique: items come back in line order
             endpoint=endpoint,
-            kind=Kind.COMPUTER,
+            kind="computer",
             target=f"t{i}",
             username="admin",
             protocol="RDP",
@@ -96,8 +96,8 @@ def settings(concurrency: int = 64) -> Settings:
         run=RunSettings(concurrency=concurrency, max_age_days=30),
         policies={"default": PolicySettings(name="default", length=20)},
         endpoints={
-            "ep1": EndpointSettings(name="ep1", system=System.REMOTIX, url="http://127.0.0.1:1"),
-            "ep2": EndpointSettings(name="ep2", system=System.REMOTIX, url="http://127.0.0.1:2"),
+            "ep1": EndpointSettings(name="ep1", system="remotix", url="http://127.0.0.1:1"),
+            "ep2": EndpointSettings(name="ep2", system="remotix", url="http://127.0.0.1:2"),
         },
     )
 

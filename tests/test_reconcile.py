@@ -12,13 +12,11 @@ from rotate.errors import EndpointUnavailable, OutcomeUnknown, Rejected, RemoteE
 from rotate.models import (
     Credential,
     ItemResult,
-    Kind,
     PendingCandidate,
     Row,
     Secret,
     Stage,
     Status,
-    System,
 )
 from rotate.reconcile import reconcile, reconcile_exit_code
 from rotate.runbook import Options, Outcome, Runbook
@@ -99,7 +97,7 @@ def make_rows(n: int, endpoint: str = "ep1") -> list[Row]:
         Row(
             line=i + 2,
             endpoint=endpoint,
-            kind=Kind.COMPUTER,
+            kind="computer",
             target=f"t{i}",
             username="admin",
             protocol="RDP",
@@ -115,8 +113,8 @@ def settings(concurrency: int = 64) -> Settings:
         run=RunSettings(concurrency=concurrency, max_age_days=30),
         policies={"default": PolicySettings(name="default", length=20)},
         endpoints={
-            "ep1": EndpointSettings(name="ep1", system=System.REMOTIX, url="http://127.0.0.1:1"),
-            "ep2": EndpointSettings(name="ep2", system=System.REMOTIX, url="http://127.0.0.1:2"),
+            "ep1": EndpointSettings(name="ep1", system="remotix", url="http://127.0.0.1:1"),
+            "ep2": EndpointSettings(name="ep2", system="remotix", url="http://127.0.0.1:2"),
         },
     )
 

@@ -13,24 +13,23 @@ from datetime import UTC, datetime
 import hvac
 import pytest
 
+from rotate.backends import Secrets
 from rotate.demo import sim_password
 from rotate.devvault import DEV_MOUNT, DevVault
 from rotate.inventory import group_accounts
 from rotate.models import (
     Credential,
     ItemResult,
-    Kind,
     PendingCandidate,
     Row,
     Secret,
     Stage,
     Status,
-    System,
 )
 from rotate.reconcile import reconcile, reconcile_exit_code
+from rotate.registry import vendor_of
 from rotate.runbook import Options, Runbook
 from rotate.settings import (
-    EndpointSettings,
     PolicySettings,
     RunSettings,
     Settings,
@@ -39,7 +38,9 @@ from rotate.settings import (
 from rotate.sim.host import SimulatorHost
 from rotate.sim.seed import seed_states
 from rotate.stores.vault import VaultStore
-from rotate.targets import Target, build_target
+from rotate.vendors.base import Target
+from rotate.vendors.remotix import RemotixSettings
+from rotate.vendors.sparkview import SparkViewSettings
 from tests.plugins.scene import journal_candidates
 
 GATEWAY = "gw-Secret-pass"
@@ -110,31 +111,31 @@ def scene(
 ) -> Iterator[Scene]:
     prefix = vault_settings.prefix
     endpoints = {
-        "mac": EndpointSettings(name="mac", system=System.REMOTIX, url="http://127.0.0.1:1"),
-        "gw": EndpointSettings(
+        "mac": RemotixSettings(name="mac", system="remotix", url="http://127.0.0.1:1"),
+        "gw": SparkViewSettings(
             name="gw",
-            system=System.SPARKVIEW,
+            system="sparkview",
             url="http://127.0.0.1:1",
             gateway_password_env="GW_PASSWORD",
         ),
     }
 
-    def row(line: int, endpoint: str, kind: Kind, target: str, user: str) -> Row:
-        path = f"{prefix}/{endpoint}/{kind.value}/{target}/RDP"
+    def row(line: int, endpoint: str, kind: str, target: str, user: str) -> Row:
+        path = f"{prefix}/{endpoint}/{kind}/{target}/RDP"
         return Row(line, endpoint, kind, target, user, "RDP", domain="CORP", vault_path=path)
 
     rows = {
-        "computer": row(2, "mac", Kind.COMPUTER, "comp-1", "admin"),
-        "neighbour": row(3, "mac", Kind.COMPUTER, "comp-2", "admin"),
-        "connection": row(4, "mac", Kind.CONNECTION, "4567-89AB", "administrator"),
-        "server": row(5, "gw", Kind.SERVER, "srv-1", "svc-rdp"),
+        "computer": row(2, "mac", "computer", "comp-1", "admin"),
+        "neighbour": row(3, "mac", "computer", "comp-2", "admin"),
+        "connection": row(4, "mac", "connection", "4567-89AB", "administrator"),
+        "server": row(5, "gw", "server", "srv-1", "svc-rdp"),
     }
     states = seed_states(rows.values(), endpoints, rng_seed=11)
     urls = {
         name: sim_host.add_endpoint(
             endpoints[name],
             state,
-            gateway_password=GATEWAY if endpoints[name].system is System.SPARKVIEW else None,
+            gateway_password=GATEWAY if endpoints[name].system == "sparkview" else None,
         )
         for name, state in states.items()
     }
@@ -151,13 +152,9 @@ def scene(
 
 
 def build_targets(settings: Settings) -> dict[str, Target]:
+    secrets = Secrets({"GW_PASSWORD": GATEWAY})
     return {
-        name: build_target(
-            endpoint,
-            settings.run,
-            {},
-            Secret(GATEWAY) if endpoint.system is System.SPARKVIEW else None,
-        )
+        name: vendor_of(endpoint).build(endpoint, settings.run, secrets)
         for name, endpoint in settings.endpoints.items()
     }
 

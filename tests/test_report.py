@@ -20,12 +20,10 @@ from rotate.models import (
     Drift,
     EndpointProbe,
     ItemResult,
-    Kind,
     Row,
     RunRecord,
     Stage,
     Status,
-    System,
 )
 from rotate.report import (
     ReportPaths,
@@ -49,7 +47,7 @@ def row(
     target: str,
     *,
     endpoint: str = "office-mac",
-    kind: Kind = Kind.CONNECTION,
+    kind: str = "connection",
     username: str = "admin",
     protocol: str = "RDP",
     port: int | None = None,
@@ -110,14 +108,14 @@ def mixed() -> RunRecord:
             last_rotated=STARTED,
         ),
         item(
-            row("comp-ok-2", kind=Kind.COMPUTER, protocol="VNC", port=5901, line=3),
+            row("comp-ok-2", kind="computer", protocol="VNC", port=5901, line=3),
             Status.ROTATED,
             stage=Stage.PROMOTED,
             verified=True,
             vault_version=1,
         ),
         item(
-            row("srv-ok-3", endpoint="gw1", kind=Kind.SERVER, domain="CORP", line=4),
+            row("srv-ok-3", endpoint="gw1", kind="server", domain="CORP", line=4),
             Status.ROTATED,
             stage=Stage.PROMOTED,
             verified=True,
@@ -130,14 +128,14 @@ def mixed() -> RunRecord:
             error="HTTP 500 from target",
         ),
         item(
-            row("srv-doubt-5", endpoint="gw1", kind=Kind.SERVER, line=6),
+            row("srv-doubt-5", endpoint="gw1", kind="server", line=6),
             Status.IN_DOUBT,
             stage=Stage.PUSHED,
             verified=False,
             error="timed out after push",
         ),
         item(
-            row("comp-na-6", kind=Kind.COMPUTER, protocol="NEAR", line=7),
+            row("comp-na-6", kind="computer", protocol="NEAR", line=7),
             Status.NOT_ATTEMPTED,
             reason="failure threshold crossed",
         ),
@@ -148,8 +146,8 @@ def mixed() -> RunRecord:
         ),
     ]
     probes = (
-        EndpointProbe("office-mac", System.REMOTIX, True, "v4.2"),
-        EndpointProbe("gw1", System.SPARKVIEW, False, "HTTP 503"),
+        EndpointProbe("office-mac", "remotix", True, "v4.2"),
+        EndpointProbe("gw1", "sparkview", False, "HTTP 503"),
     )
     return record(items, probes=probes)
 
@@ -360,7 +358,7 @@ def test_html_escapes_hostile_inventory_text(mode: str) -> None:
             item(replace(hostile_row, line=3, target="t2"), Status.OVERDUE, age_days=200.0),
         ],
         mode=mode,
-        probes=(EndpointProbe(f"e{HOSTILE}", System.REMOTIX, False, HOSTILE),),
+        probes=(EndpointProbe(f"e{HOSTILE}", "remotix", False, HOSTILE),),
         aborted=HOSTILE,
     )
     rec = replace(
@@ -558,8 +556,8 @@ def sample_run() -> RunRecord:
     items: list[ItemResult] = []
     line = iter(range(2, 100))
 
-    def add(endpoint: str, kind: Kind, target: str, status: Status, **kw: object) -> None:
-        protocol = {"connection": "RDP", "computer": "VNC", "server": "RDP"}[kind.value]
+    def add(endpoint: str, kind: str, target: str, status: Status, **kw: object) -> None:
+        protocol = {"connection": "RDP", "computer": "VNC", "server": "RDP"}[kind]
         r = row(target, endpoint=endpoint, kind=kind, protocol=protocol, line=next(line))
         items.append(item(r, status, **kw))
 
@@ -567,7 +565,7 @@ def sample_run() -> RunRecord:
     for n in range(1, 6):  # address-book connections are write-only: pushed, not verified
         add(
             "office-mac",
-            Kind.CONNECTION,
+            "connection",
             f"conn-{n}",
             Status.ROTATED,
             verified=False,
@@ -576,21 +574,19 @@ def sample_run() -> RunRecord:
         )
     add(
         "office-mac",
-        Kind.CONNECTION,
+        "connection",
         f"conn-6{PLANTED}",
         Status.FAILED,
         stage=Stage.STAGED,
         error="HTTP 422 from target: password rejected; candidate discarded",
         duration_s=1.2,
     )
-    add("office-mac", Kind.CONNECTION, "conn-7", Status.SKIPPED, reason="age 3.0 d within max 90 d")
+    add("office-mac", "connection", "conn-7", Status.SKIPPED, reason="age 3.0 d within max 90 d")
     for n in range(1, 5):
-        add(
-            "cloud", Kind.COMPUTER, f"mac-{n}", Status.ROTATED, verified=True, vault_version=3, **ok
-        )
+        add("cloud", "computer", f"mac-{n}", Status.ROTATED, verified=True, vault_version=3, **ok)
     add(
         "cloud",
-        Kind.COMPUTER,
+        "computer",
         "mac-5",
         Status.IN_DOUBT,
         stage=Stage.PUSHED,
@@ -599,10 +595,10 @@ def sample_run() -> RunRecord:
         duration_s=10.4,
     )
     for n in range(1, 4):
-        add("gw1", Kind.SERVER, f"srv-{n}", Status.ROTATED, verified=True, vault_version=7, **ok)
+        add("gw1", "server", f"srv-{n}", Status.ROTATED, verified=True, vault_version=7, **ok)
     add(
         "gw1",
-        Kind.SERVER,
+        "server",
         "srv-4",
         Status.FAILED,
         stage=Stage.STAGED,
@@ -612,16 +608,16 @@ def sample_run() -> RunRecord:
     for n in range(1, 3):
         add(
             "edge",
-            Kind.SERVER,
+            "server",
             f"edge-{n}",
             Status.NOT_ATTEMPTED,
             reason="age 120.0 d reached max 90 d; not attempted: endpoint failed its probe",
         )
     probes = (
-        EndpointProbe("office-mac", System.REMOTIX, True, "Remotix Cloud API 4.2"),
-        EndpointProbe("cloud", System.REMOTIX, True, "Remotix Cloud API 4.2"),
-        EndpointProbe("gw1", System.SPARKVIEW, True, "Spark View 7.1"),
-        EndpointProbe("edge", System.SPARKVIEW, False, "connection refused"),
+        EndpointProbe("office-mac", "remotix", True, "Remotix Cloud API 4.2"),
+        EndpointProbe("cloud", "remotix", True, "Remotix Cloud API 4.2"),
+        EndpointProbe("gw1", "sparkview", True, "Spark View 7.1"),
+        EndpointProbe("edge", "sparkview", False, "connection refused"),
     )
     return _manifest("run", items, probes=probes)
 
@@ -639,7 +635,7 @@ def sample_plan() -> RunRecord:
         reason: str,
         age: float | None,
         policy: str = "default",
-        kind: Kind = Kind.COMPUTER,
+        kind: str = "computer",
         **kw: object,
     ) -> None:
         protocol = "VNC" if policy == "vnc" else "RDP"
@@ -676,7 +672,7 @@ def sample_plan() -> RunRecord:
             Status.DUE,
             f"age {age:.1f} d reached max 90 d",
             age,
-            kind=Kind.CONNECTION,
+            kind="connection",
             policy="strict" if n == 2 else "default",
         )
     add(
@@ -693,7 +689,7 @@ def sample_plan() -> RunRecord:
             Status.NOT_DUE,
             f"age {age:.1f} d within max 90 d",
             age,
-            kind=Kind.SERVER,
+            kind="server",
         )
     for n in range(1, 3):
         add(
@@ -702,13 +698,13 @@ def sample_plan() -> RunRecord:
             Status.NOT_ATTEMPTED,
             "never rotated; endpoint edge failed its probe: connection refused",
             None,
-            kind=Kind.SERVER,
+            kind="server",
         )
     probes = (
-        EndpointProbe("cloud", System.REMOTIX, True, "Remotix Cloud API 4.2"),
-        EndpointProbe("office-mac", System.REMOTIX, True, "Remotix Cloud API 4.2"),
-        EndpointProbe("gw1", System.SPARKVIEW, True, "Spark View 7.1"),
-        EndpointProbe("edge", System.SPARKVIEW, False, f"connection refused {PLANTED_IMG}"),
+        EndpointProbe("cloud", "remotix", True, "Remotix Cloud API 4.2"),
+        EndpointProbe("office-mac", "remotix", True, "Remotix Cloud API 4.2"),
+        EndpointProbe("gw1", "sparkview", True, "Spark View 7.1"),
+        EndpointProbe("edge", "sparkview", False, f"connection refused {PLANTED_IMG}"),
     )
     return _manifest("plan", items, probes=probes, plan_hash=PLAN_HASH)
 
@@ -752,7 +748,7 @@ def sample_compliance() -> RunRecord:
     2 whose last attempt failed (10 %); 9 overdue by the next run, 7 days away."""
     items = []
     for n, (endpoint, age, max_age, status) in enumerate(COMPLIANCE_ROWS, 1):
-        kind = {"office-mac": Kind.CONNECTION, "cloud": Kind.COMPUTER, "gw1": Kind.SERVER}[endpoint]
+        kind = {"office-mac": "connection", "cloud": "computer", "gw1": "server"}[endpoint]
         r = row(
             f"cred-{n}",
             endpoint=endpoint,

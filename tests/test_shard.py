@@ -6,8 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rotate.models import PROTOCOLS, Kind, Row
+from rotate.models import Row
 from rotate.planner import Shard
+from rotate.registry import kind_names, kind_spec
+
+PROTOCOLS = {k: spec.protocols for k in kind_names() if (spec := kind_spec(k))}
 
 rows_strategy = st.lists(
     st.builds(
@@ -18,10 +21,10 @@ rows_strategy = st.lists(
             target=target,
             username="u",
             protocol=PROTOCOLS[kind][n % len(PROTOCOLS[kind])],
-            port=port if kind is Kind.COMPUTER else None,
+            port=port if kind == "computer" else None,
         ),
         st.sampled_from(["office-mac", "gw1", "branch"]),
-        st.sampled_from(list(Kind)),
+        st.sampled_from(kind_names()),
         st.text(min_size=1, max_size=12),
         st.none() | st.integers(1, 65535),
         st.integers(0, 5),
@@ -46,7 +49,7 @@ def test_shards_partition_every_inventory_exactly(rows: list[Row], count: int) -
 
 def test_shards_spread_a_real_inventory() -> None:
     rows = [
-        Row(line=i, endpoint="e", kind=Kind.COMPUTER, target=str(i), username="u", protocol="RDP")
+        Row(line=i, endpoint="e", kind="computer", target=str(i), username="u", protocol="RDP")
         for i in range(4000)
     ]
     sizes = [sum(Shard(k, 4).holds(r) for r in rows) for k in range(4)]

@@ -12,13 +12,18 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from rotate.models import Kind, Row, System
-from rotate.settings import EndpointSettings
+from rotate.models import Row
 from rotate.sim.faults import Faults
 from rotate.sim.host import AsyncSimulatorHost, SimulatorHost
-from rotate.sim.remotix import RemotixState
 from rotate.sim.seed import seed_states
-from rotate.sim.sparkview import SparkViewState, gateway_password_hash
+from rotate.vendors.remotix import RemotixSettings
+from rotate.vendors.remotix.simulator import RemotixSimulator, RemotixState
+from rotate.vendors.sparkview import SparkViewSettings
+from rotate.vendors.sparkview.simulator import (
+    SparkViewSimulator,
+    SparkViewState,
+    gateway_password_hash,
+)
 
 GW_PASSWORD = "gateway-secret"
 GW_MD5 = hashlib.md5(GW_PASSWORD.encode(), usedforsecurity=False).hexdigest()
@@ -40,7 +45,7 @@ def remotix(sim_host: SimulatorHost) -> Iterator[tuple[httpx.Client, RemotixStat
         },
         os="macOS",
     )
-    url = sim_host.add_remotix("rx", state)
+    url = sim_host.add_simulator("rx", RemotixSimulator(state))
     with httpx.Client(base_url=url, timeout=5) as client:
         yield client, state
 
@@ -50,7 +55,7 @@ def sparkview(sim_host: SimulatorHost) -> Iterator[tuple[httpx.Client, SparkView
     """A Spark View simulator with one server; a client bound to it."""
     state = SparkViewState()
     state.add_server("ATPlus", "AT Plus", "10.0.0.5", "demo", "old-pass", "CORP")
-    url = sim_host.add_sparkview("sv", state, GW_PASSWORD)
+    url = sim_host.add_simulator("sv", SparkViewSimulator(state, GW_PASSWORD))
     with httpx.Client(base_url=url, timeout=5) as client:
         yield client, state
 
@@ -181,7 +186,7 @@ def test_remotix_vnc_password_is_at_most_8_characters(
 def test_remotix_key_prefixes_are_settings(sim_host: SimulatorHost):
     state = RemotixState()
     state.add_computer("1", "pc", {"VNC": {"username": "u", "password": "p"}})
-    url = sim_host.add_remotix("rx", state, vnc_key="vnc", vnc_max_password=6)
+    url = sim_host.add_simulator("rx", RemotixSimulator(state, vnc_key="vnc", vnc_max_password=6))
     with httpx.Client(base_url=url) as client:
         assert client.put("/computer/1/VNC", json={"apple.password": "abc"}).status_code == 400
         assert client.put("/computer/1/VNC", json={"vnc.password": "abcdefg"}).status_code == 400
@@ -193,7 +198,7 @@ def test_remotix_key_prefixes_are_settings(sim_host: SimulatorHost):
 
 
 def test_remotix_bearer_token(sim_host: SimulatorHost):
-    url = sim_host.add_remotix("rx", RemotixState(), token="t0ken")
+    url = sim_host.add_simulator("rx", RemotixSimulator(RemotixState(), token="t0ken"))
     with httpx.Client(base_url=url) as client:
         r = client.get("/groups")
         assert r.status_code == 401
@@ -235,7 +240,9 @@ def test_sparkview_auth(sparkview: tuple[httpx.Client, SparkViewState]):
 
 
 def test_sparkview_trust_local(sim_host: SimulatorHost):
-    url = sim_host.add_sparkview("sv", SparkViewState(), GW_PASSWORD, trust_local=True)
+    url = sim_host.add_simulator(
+        "sv", SparkViewSimulator(SparkViewState(), GW_PASSWORD, trust_local=True)
+    )
     r = httpx.get(f"{url}/SERVER", params={"action": "list"})
     assert r.status_code == 200
 
@@ -287,7 +294,9 @@ def test_sparkview_server_create_update_read_back(
 def test_sparkview_credential_param_names_are_settings(sim_host: SimulatorHost):
     state = SparkViewState()
     state.add_server("s1", "s1", "h1", "u", "old")
-    url = sim_host.add_sparkview("sv", state, GW_PASSWORD, password_param="password")
+    url = sim_host.add_simulator(
+        "sv", SparkViewSimulator(state, GW_PASSWORD, password_param="password")
+    )
     with httpx.Client(base_url=url) as client:
         assert sv(client, "/SERVER", action="update", id="s1", password="new").status_code == 200
         assert state.server_password("s1") == "new"
@@ -417,7 +426,7 @@ def test_fault_rate_limit(sparkview: tuple[httpx.Client, SparkViewState], sim_ho
 
 def test_fault_drop_closes_without_an_answer(sim_host: SimulatorHost):
     state = RemotixState()
-    url = sim_host.add_remotix("rx", state, Faults(drop_rate=1.0))
+    url = sim_host.add_simulator("rx", RemotixSimulator(state, Faults(drop_rate=1.0)))
     with (
         httpx.Client(base_url=url) as client,
         pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)),
@@ -469,7 +478,7 @@ def test_fault_reject_targets(
 
 async def test_max_in_flight_counts_concurrent_requests(sim_host: SimulatorHost):
     state = RemotixState()
-    url = sim_host.add_remotix("rx", state, Faults(latency_ms=300))
+    url = sim_host.add_simulator("rx", RemotixSimulator(state, Faults(latency_ms=300)))
     n = 7
     async with httpx.AsyncClient(base_url=url) as client:
         answers = await asyncio.gather(*(client.get("/groups") for _ in range(n)))
@@ -503,12 +512,12 @@ def test_admin_endpoints(remotix: tuple[httpx.Client, RemotixState]):
 
 # -- seeding ---------------------------------------------------------------------------------
 ENDPOINTS = {
-    "mac": EndpointSettings(name="mac", system=System.REMOTIX, url="http://127.0.0.1:1"),
-    "gw": EndpointSettings(name="gw", system=System.SPARKVIEW, url="http://127.0.0.1:2"),
+    "mac": RemotixSettings(name="mac", system="remotix", url="http://127.0.0.1:1"),
+    "gw": SparkViewSettings(name="gw", system="sparkview", url="http://127.0.0.1:2"),
 }
 
 
-def _row(line: int, endpoint: str, kind: Kind, target: str, protocol: str, **kw) -> Row:
+def _row(line: int, endpoint: str, kind: str, target: str, protocol: str, **kw) -> Row:
     return Row(
         line=line,
         endpoint=endpoint,
@@ -521,11 +530,11 @@ def _row(line: int, endpoint: str, kind: Kind, target: str, protocol: str, **kw)
 
 
 ROWS = [
-    _row(2, "mac", Kind.CONNECTION, "C-9", "RDP", domain="CORP"),
-    _row(3, "mac", Kind.CONNECTION, "C-10", "NEAR"),
-    _row(4, "mac", Kind.COMPUTER, "4242", "RDP", port=3390),
-    _row(5, "mac", Kind.COMPUTER, "4242", "VNC", username="viewer"),
-    _row(6, "gw", Kind.SERVER, "srv1", "RDP", domain="CORP"),
+    _row(2, "mac", "connection", "C-9", "RDP", domain="CORP"),
+    _row(3, "mac", "connection", "C-10", "NEAR"),
+    _row(4, "mac", "computer", "4242", "RDP", port=3390),
+    _row(5, "mac", "computer", "4242", "VNC", username="viewer"),
+    _row(6, "gw", "server", "srv1", "RDP", domain="CORP"),
 ]
 
 
@@ -558,9 +567,9 @@ def test_seed_states_creates_every_object_the_rows_name():
 
 def test_seed_states_refuses_unknown_endpoints_and_wrong_systems():
     with pytest.raises(ValueError, match="unknown endpoint"):
-        seed_states([_row(2, "nope", Kind.SERVER, "s", "RDP")], ENDPOINTS)
+        seed_states([_row(2, "nope", "server", "s", "RDP")], ENDPOINTS)
     with pytest.raises(ValueError, match="cannot live on"):
-        seed_states([_row(2, "mac", Kind.SERVER, "s", "RDP")], ENDPOINTS)
+        seed_states([_row(2, "mac", "server", "s", "RDP")], ENDPOINTS)
 
 
 def test_seeded_endpoints_serve_a_rotation(sim_host: SimulatorHost):
@@ -575,26 +584,28 @@ def test_seeded_endpoints_serve_a_rotation(sim_host: SimulatorHost):
         assert client.get("/computer/4242/VNC/credentials").json()["apple.password"] == "Ab3$efgh"
     with httpx.Client(base_url=gw_url) as client:
         assert sv(client, "/SERVER", action="update", id="srv1", pwd="rotated").status_code == 200
-    assert sim_host.sparkview_state("gw").server_password("srv1") == "rotated"
+    assert sim_host.state("gw").server_password("srv1") == "rotated"
 
 
 def test_host_close_is_idempotent_and_frees_the_port():
     host = SimulatorHost()
-    url = host.add_remotix("rx", RemotixState())
+    url = host.add_simulator("rx", RemotixSimulator(RemotixState()))
     assert httpx.get(f"{url}/groups").status_code == 200
     host.close()
     host.close()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/groups")
     with pytest.raises(RuntimeError, match="closed"):
-        host.add_remotix("again", RemotixState())
+        host.add_simulator("again", RemotixSimulator(RemotixState()))
 
 
 async def test_async_host_serves_from_the_running_loop():
     state = SparkViewState()
     state.add_server("s1", "s1", "h1", "u", "old")
     async with AsyncSimulatorHost() as host:
-        url = await host.add_sparkview("sv", state, GW_PASSWORD, Faults(apply_then_fail_rate=1))
+        url = await host.add_simulator(
+            "sv", SparkViewSimulator(state, GW_PASSWORD, Faults(apply_then_fail_rate=1))
+        )
         async with httpx.AsyncClient(base_url=url) as client:
             params = {"action": "update", "id": "s1", "pwd": "new", "gatewayPwd": GW_MD5}
             r = await client.get("/SERVER", params=params)

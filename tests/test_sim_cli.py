@@ -15,14 +15,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rotate.models import Kind, Row, System
-from rotate.settings import EndpointSettings, Settings
+from rotate.models import Row
+from rotate.settings import Settings
 from rotate.sim import cli
+from rotate.vendors.remotix import RemotixSettings
+from rotate.vendors.sparkview import SparkViewSettings
 
 SCRIPT = textwrap.dedent(
     """
     import argparse, sys
-    from rotate.models import Kind, Row
+    from rotate.models import Row
     from rotate.settings import load_settings
     from rotate.sim import cli
 
@@ -31,9 +33,9 @@ SCRIPT = textwrap.dedent(
     args = parser.parse_args(sys.argv[2:])
     settings = load_settings(sys.argv[1])
     rows = [
-        Row(line=2, endpoint="mac", kind=Kind.COMPUTER, target="42", username="admin",
+        Row(line=2, endpoint="mac", kind="computer", target="42", username="admin",
             protocol="RDP"),
-        Row(line=3, endpoint="gw", kind=Kind.SERVER, target="srv1", username="demo",
+        Row(line=3, endpoint="gw", kind="server", target="srv1", username="demo",
             protocol="RDP"),
     ]
     sys.exit(cli.run(args, settings, rows))
@@ -108,28 +110,26 @@ def test_simulate_serves_each_endpoint_until_sigterm(tmp_path: Path):
 def test_simulate_requires_the_gateway_password_variable(capsys: pytest.CaptureFixture[str]):
     settings = Settings(
         endpoints={
-            "gw": EndpointSettings(
+            "gw": SparkViewSettings(
                 name="gw",
-                system=System.SPARKVIEW,
+                system="sparkview",
                 url="http://127.0.0.1:1",
                 gateway_password_env="SIM_TEST_UNSET",
             )
         },
         env={"PATH": "/usr/bin"},
     )
-    rows = [Row(line=2, endpoint="gw", kind=Kind.SERVER, target="s", username="u", protocol="RDP")]
+    rows = [Row(line=2, endpoint="gw", kind="server", target="s", username="u", protocol="RDP")]
     assert cli.run(_parse(), settings, rows) == 2
     assert "SIM_TEST_UNSET" in capsys.readouterr().err
 
 
 def test_simulate_refuses_a_row_on_the_wrong_system(capsys: pytest.CaptureFixture[str]):
     settings = Settings(
-        endpoints={
-            "mac": EndpointSettings(name="mac", system=System.REMOTIX, url="http://127.0.0.1:1")
-        },
+        endpoints={"mac": RemotixSettings(name="mac", system="remotix", url="http://127.0.0.1:1")},
         env={"PATH": "/usr/bin"},
     )
-    rows = [Row(line=7, endpoint="mac", kind=Kind.SERVER, target="s", username="u", protocol="RDP")]
+    rows = [Row(line=7, endpoint="mac", kind="server", target="s", username="u", protocol="RDP")]
     assert cli.run(_parse(), settings, rows) == 2
     assert "line 7" in capsys.readouterr().err
 

@@ -112,7 +112,7 @@ def _rest(item: ItemResult) -> _Rest:
     r = item.row
     return (
         stats.natural(r.target),
-        r.kind.value,
+        r.kind,
         r.protocol,
         -1 if r.port is None else r.port,
         r.line,
@@ -390,7 +390,7 @@ def _endpoint_lines(
         lines.append(
             _EndpointLine(
                 name,
-                probe.system.value if probe else tally.systems[name],
+                probe.system if probe else tally.systems[name],
                 probe,
                 total,
                 tuple(counts[col] for col in columns),

@@ -66,7 +66,7 @@ def _head(
             "rows_without_secret": list(drift.rows_without_secret),
         },
         "probes": [
-            {"endpoint": p.endpoint, "system": p.system.value, "ok": p.ok, "detail": p.detail}
+            {"endpoint": p.endpoint, "system": p.system, "ok": p.ok, "detail": p.detail}
             for p in record.probes
         ],
         "authorities": [

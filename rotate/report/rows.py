@@ -92,7 +92,7 @@ def _of_account(r: Row) -> str:
 def _start(item: ItemResult, r: Row) -> str:
     """The row's opening tag and the credential's cells (endpoint ... username, account)."""
     endpoint = _e(r.endpoint)
-    kind = r.kind.value
+    kind = r.kind
     port = "" if r.port is None else f'<span class="muted">:{r.port}</span>'
     domain = f'<span class="muted">{_e(r.domain)}\\</span>' if r.domain else ""
     return (

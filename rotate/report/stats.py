@@ -13,7 +13,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from rotate.models import NO_AUTHORITY, SYSTEM_OF_KIND, AccountResult, ItemResult, Status
+from rotate.models import NO_AUTHORITY, AccountResult, ItemResult, Status
+from rotate.registry import system_of_kind
 
 #: the statuses of a compliance report, always listed (with 0 when absent)
 COMPLIANCE_STATUSES: tuple[Status, ...] = (
@@ -76,7 +77,7 @@ class Tally:
         per = self.endpoints.get(endpoint)
         if per is None:
             per = self.endpoints[endpoint] = Counter()
-            self.systems[endpoint] = SYSTEM_OF_KIND[item.row.kind].value
+            self.systems[endpoint] = system_of_kind(item.row.kind)
         per[status.value] += 1
         self.ages.setdefault(age_bucket(item), Counter())[status] += 1
         if item.due_before_next_run:

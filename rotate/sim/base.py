@@ -6,7 +6,7 @@ import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -33,6 +33,16 @@ class SimCounters:
     def to_json(self) -> dict[str, Any]:
         """The whole state, passwords included (a simulator's state is no secret)."""
         return dataclasses.asdict(self)
+
+
+S = TypeVar("S", bound=SimCounters)
+
+
+def state_of(cls: type[S], state: SimCounters) -> S:
+    """`state` as a vendor simulator's own state type (its hook made it so)."""
+    if not isinstance(state, cls):
+        raise TypeError(f"not a {cls.__name__}: {type(state).__name__}")
+    return state
 
 
 class SimError(Exception):

@@ -16,14 +16,15 @@ from urllib.parse import urlsplit
 from rotate.authorities.ldap import LdapSettings
 from rotate.errors import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE
 from rotate.inventory import group_accounts
-from rotate.models import Row, System
-from rotate.settings import EndpointSettings, Settings
+from rotate.models import Row
+from rotate.registry import vendor_of
+from rotate.settings import Settings
+from rotate.sim.base import SimCounters
 from rotate.sim.faults import Faults
 from rotate.sim.host import LOOPBACK, AsyncSimulatorHost, serve_until_signalled
-from rotate.sim.remotix import RemotixState
 from rotate.sim.seed import SeededDirectory, new_state, seed_directories, seed_states
-from rotate.sim.sparkview import SparkViewState
 from rotate.sim.tls import SimTLS, make_tls
+from rotate.vendors.base import EndpointSettings
 
 
 def _rate(text: str) -> float:
@@ -125,28 +126,19 @@ def directory_passwords(
     return seeded, problems
 
 
-def gateway_passwords(
+def simulator_secrets(
     endpoints: Iterable[EndpointSettings], env: Mapping[str, str]
-) -> tuple[dict[str, str], list[str]]:
-    """Each Spark View endpoint's gateway password from its variable, and the problems."""
-    passwords: dict[str, str] = {}
+) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """What each endpoint's simulator must expect (its gateway password, its token), from
+    the variables its settings name; and the problems."""
+    found: dict[str, dict[str, str]] = {}
     problems: list[str] = []
     for e in endpoints:
-        if e.system is not System.SPARKVIEW:
-            continue
-        if not e.gateway_password_env:
-            problems.append(
-                f"endpoint {e.name}: the simulator needs gateway_password_env "
-                "(it cannot read gateway_password_vault)"
-            )
-        elif not env.get(e.gateway_password_env):
-            problems.append(
-                f"endpoint {e.name}: set the environment variable {e.gateway_password_env} "
-                "to the gateway password the simulator should expect"
-            )
-        else:
-            passwords[e.name] = env[e.gateway_password_env]
-    return passwords, problems
+        try:
+            found[e.name] = vendor_of(e).simulator.secrets(e, env)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return found, problems
 
 
 def run(
@@ -163,8 +155,8 @@ def run(
         print("rotate simulate: the config names no endpoint", file=sys.stderr)
         return EXIT_USAGE
     rows = list(rows)
-    passwords, problems = gateway_passwords(endpoints, env)
-    states: dict[str, RemotixState | SparkViewState] = {}
+    secrets, problems = simulator_secrets(endpoints, env)
+    states: dict[str, SimCounters] = {}
     initial: dict[str, str] = {}
     try:
         states = seed_states(rows, settings.endpoints, rng_seed=args.seed, passwords=initial)
@@ -177,9 +169,9 @@ def run(
             print(f"rotate simulate: {problem}", file=sys.stderr)
         return EXIT_USAGE
     for e in endpoints:
-        states.setdefault(e.name, new_state(e.system))
+        states.setdefault(e.name, new_state(e))
     try:
-        asyncio.run(_serve(args, settings, states, passwords, directories, out))
+        asyncio.run(_serve(args, settings, states, secrets, directories, out))
     except OSError as exc:
         print(f"rotate simulate: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_ITEMS_FAILED
@@ -189,12 +181,11 @@ def run(
 async def _serve(
     args: argparse.Namespace,
     settings: Settings,
-    states: Mapping[str, RemotixState | SparkViewState],
-    passwords: Mapping[str, str],
+    states: Mapping[str, SimCounters],
+    secrets: Mapping[str, Mapping[str, str]],
     directories: Mapping[str, SeededDirectory],
     out: Callable[[str], None],
 ) -> None:
-    env = settings.env or os.environ
     endpoints = list(settings.endpoints.values())
     tls = make_tls(args.tls_dir) if args.tls_dir is not None else None
     if tls is not None:
@@ -202,7 +193,7 @@ async def _serve(
     host = AsyncSimulatorHost(tls=tls.server if tls else None)
     with tempfile.TemporaryDirectory(prefix="rotate-sim-tls-") as scratch:
         try:
-            await _start(args, host, endpoints, states, passwords, env, out)
+            await _start(args, host, endpoints, states, secrets, out)
             await _directories(args, host, settings, directories, tls, Path(scratch), out)
             sys.stdout.flush()
         except BaseException:
@@ -244,20 +235,13 @@ async def _start(
     args: argparse.Namespace,
     host: AsyncSimulatorHost,
     endpoints: list[EndpointSettings],
-    states: Mapping[str, RemotixState | SparkViewState],
-    passwords: Mapping[str, str],
-    env: Mapping[str, str],
+    states: Mapping[str, SimCounters],
+    secrets: Mapping[str, Mapping[str, str]],
     out: Callable[[str], None],
 ) -> None:
-    """Serve one simulator per endpoint."""
+    """Serve one simulator per endpoint, expecting the secrets its vendor's simulator reads."""
     for index, e in enumerate(endpoints):
-        token = e.bearer_token(env)
-        url = await host.add_endpoint(
-            e,
-            states[e.name],
-            _faults(args, index),
-            token=token.reveal() if token else None,
-            gateway_password=passwords.get(e.name),
-            port=0 if args.free_ports else configured_port(e),
-        )
-        out(f"{e.name} {e.system.value} {url}")
+        sim = vendor_of(e).simulator.serve(e, states[e.name], _faults(args, index), secrets[e.name])
+        port = 0 if args.free_ports else configured_port(e)
+        url = await host.add_simulator(e.name, sim, system=e.system, port=port)
+        out(f"{e.name} {e.system} {url}")

@@ -14,13 +14,11 @@ from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
-from rotate.models import System
-from rotate.settings import EndpointSettings
-from rotate.sim.base import Simulator
+from rotate.registry import vendor_of
+from rotate.sim.base import SimCounters, Simulator
 from rotate.sim.directory import DirectoryServer, DirectoryState
 from rotate.sim.faults import Faults
-from rotate.sim.remotix import RemotixSimulator, RemotixState
-from rotate.sim.sparkview import SparkViewSimulator, SparkViewState
+from rotate.vendors.base import EndpointSettings
 
 LOOPBACK = "127.0.0.1"
 
@@ -29,7 +27,7 @@ _T = TypeVar("_T")
 
 @dataclass
 class _Running:
-    system: System
+    system: str
     simulator: Simulator
     runner: web.AppRunner
     url: str
@@ -45,22 +43,6 @@ def _listen(port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def endpoint_settings(endpoint: EndpointSettings) -> dict[str, Any]:
-    """The simulator settings that mirror an endpoint's [assumed] API settings."""
-    if endpoint.system is System.REMOTIX:
-        return {
-            "near_key": endpoint.near_key,
-            "rdp_key": endpoint.rdp_key,
-            "apple_key": endpoint.apple_key,
-            "vnc_key": endpoint.vnc_key,
-        }
-    return {
-        "user_param": endpoint.user_param,
-        "password_param": endpoint.password_param,
-        "domain_param": endpoint.domain_param,
-    }
 
 
 class AsyncSimulatorHost:
@@ -80,57 +62,27 @@ class AsyncSimulatorHost:
         urls.update((name, d.url) for name, d in self._directories.items())
         return urls
 
-    async def add_remotix(
-        self,
-        name: str,
-        state: RemotixState,
-        faults: Faults | None = None,
-        token: str | None = None,
-        *,
-        port: int = 0,
-        **settings: Any,
+    async def add_simulator(
+        self, name: str, simulator: Simulator, *, system: str = "", port: int = 0
     ) -> str:
-        """Start a Remotix simulator (settings: see RemotixSimulator); return its URL."""
-        sim = RemotixSimulator(state, faults, token=token, **settings)
-        return await self._start(name, System.REMOTIX, sim, port)
-
-    async def add_sparkview(
-        self,
-        name: str,
-        state: SparkViewState,
-        gateway_password: str,
-        faults: Faults | None = None,
-        *,
-        port: int = 0,
-        **settings: Any,
-    ) -> str:
-        """Start a Spark View simulator (settings: see SparkViewSimulator); return its URL."""
-        sim = SparkViewSimulator(state, gateway_password, faults, **settings)
-        return await self._start(name, System.SPARKVIEW, sim, port)
+        """Serve a vendor simulator (of vendor `system`) under `name`; return its URL."""
+        return await self._start(name, system, simulator, port)
 
     async def add_endpoint(
         self,
         endpoint: EndpointSettings,
-        state: RemotixState | SparkViewState,
+        state: SimCounters,
         faults: Faults | None = None,
         *,
-        token: str | None = None,
-        gateway_password: str | None = None,
         port: int = 0,
+        **secrets: str | None,
     ) -> str:
-        """Start the simulator an endpoint's settings describe, under the endpoint's name."""
-        settings = endpoint_settings(endpoint)
-        if isinstance(state, RemotixState) and endpoint.system is System.REMOTIX:
-            return await self.add_remotix(
-                endpoint.name, state, faults, token, port=port, **settings
-            )
-        if isinstance(state, SparkViewState) and endpoint.system is System.SPARKVIEW:
-            if gateway_password is None:
-                raise ValueError(f"endpoint {endpoint.name!r}: a gateway password is needed")
-            return await self.add_sparkview(
-                endpoint.name, state, gateway_password, faults, port=port, **settings
-            )
-        raise TypeError(f"endpoint {endpoint.name!r}: state does not match {endpoint.system}")
+        """Start the simulator an endpoint's settings describe, under the endpoint's name.
+        `secrets` are those its vendor's simulator expects (a `token`, a `gateway_password`:
+        see VendorSimulator.secrets); None values are left out."""
+        given = {k: v for k, v in secrets.items() if v is not None}
+        simulator = vendor_of(endpoint).simulator.serve(endpoint, state, faults, given)
+        return await self._start(endpoint.name, endpoint.system, simulator, port)
 
     async def add_directory(
         self,
@@ -160,7 +112,7 @@ class AsyncSimulatorHost:
         """The running directory stand-in called `name`."""
         return self._directories[name]
 
-    async def _start(self, name: str, system: System, sim: Simulator, port: int) -> str:
+    async def _start(self, name: str, system: str, sim: Simulator, port: int) -> str:
         if name in self._running or name in self._directories:
             raise ValueError(f"a simulator named {name!r} is already running")
         # no access log: Spark View URLs carry passwords in their query strings
@@ -184,13 +136,11 @@ class AsyncSimulatorHost:
         """The running simulator called `name`."""
         return self._running[name].simulator
 
-    def state(self, name: str) -> RemotixState | SparkViewState:
+    def state(self, name: str) -> SimCounters:
         """The state a simulator serves (live: the same object, not a copy)."""
-        state = self._running[name].simulator.state
-        assert isinstance(state, RemotixState | SparkViewState)
-        return state
+        return self._running[name].simulator.state
 
-    def system(self, name: str) -> System:
+    def system(self, name: str) -> str:
         """Which vendor API a simulator speaks."""
         return self._running[name].system
 
@@ -246,55 +196,24 @@ class SimulatorHost:
         """Base URL of each simulator, by name."""
         return self._host.urls
 
-    def add_remotix(
-        self,
-        name: str,
-        state: RemotixState,
-        faults: Faults | None = None,
-        token: str | None = None,
-        *,
-        port: int = 0,
-        **settings: Any,
+    def add_simulator(
+        self, name: str, simulator: Simulator, *, system: str = "", port: int = 0
     ) -> str:
-        """Start a Remotix simulator (settings: see RemotixSimulator); return its URL."""
-        return self._call(self._host.add_remotix(name, state, faults, token, port=port, **settings))
-
-    def add_sparkview(
-        self,
-        name: str,
-        state: SparkViewState,
-        gateway_password: str,
-        faults: Faults | None = None,
-        *,
-        port: int = 0,
-        **settings: Any,
-    ) -> str:
-        """Start a Spark View simulator (settings: see SparkViewSimulator); return its URL."""
-        return self._call(
-            self._host.add_sparkview(name, state, gateway_password, faults, port=port, **settings)
-        )
+        """Serve a vendor simulator (of vendor `system`) under `name`; return its URL."""
+        return self._call(self._host.add_simulator(name, simulator, system=system, port=port))
 
     def add_endpoint(
         self,
         endpoint: EndpointSettings,
-        state: RemotixState | SparkViewState,
+        state: SimCounters,
         faults: Faults | None = None,
         *,
-        token: str | None = None,
-        gateway_password: str | None = None,
         port: int = 0,
+        **secrets: str | None,
     ) -> str:
-        """Start the simulator an endpoint's settings describe, under the endpoint's name."""
-        return self._call(
-            self._host.add_endpoint(
-                endpoint,
-                state,
-                faults,
-                token=token,
-                gateway_password=gateway_password,
-                port=port,
-            )
-        )
+        """Start the simulator an endpoint's settings describe, under the endpoint's name
+        (`secrets`: see AsyncSimulatorHost.add_endpoint)."""
+        return self._call(self._host.add_endpoint(endpoint, state, faults, port=port, **secrets))
 
     def add_directory(
         self,
@@ -318,21 +237,9 @@ class SimulatorHost:
         """The running simulator called `name`."""
         return self._host.simulator(name)
 
-    def state(self, name: str) -> RemotixState | SparkViewState:
+    def state(self, name: str) -> SimCounters:
         """The live state a simulator serves."""
         return self._host.state(name)
-
-    def remotix_state(self, name: str) -> RemotixState:
-        """The live state of a Remotix simulator."""
-        state = self.state(name)
-        assert isinstance(state, RemotixState)
-        return state
-
-    def sparkview_state(self, name: str) -> SparkViewState:
-        """The live state of a Spark View simulator."""
-        state = self.state(name)
-        assert isinstance(state, SparkViewState)
-        return state
 
     def set_faults(self, name: str, faults: Faults) -> None:
         """Replace a simulator's fault settings before the next request it answers."""

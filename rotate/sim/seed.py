@@ -8,24 +8,22 @@ import secrets
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
 
 from rotate.authorities.base import AuthoritySettings
 from rotate.authorities.ldap import LdapSettings
-from rotate.models import VNC_MAX_LENGTH, VNC_TYPE_PROTOCOLS, Account, Kind, Row, System
-from rotate.settings import EndpointSettings
+from rotate.models import Account, Row
+from rotate.registry import vendor_of
+from rotate.sim.base import SimCounters
 from rotate.sim.directory import DirectoryState
-from rotate.sim.remotix import RemotixState
-from rotate.sim.sparkview import SparkViewState
+from rotate.vendors.base import EndpointSettings
 
 _ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 16
-SEED_GROUP = "Imported"
 
 
-def new_state(system: System) -> RemotixState | SparkViewState:
-    """An empty state for an endpoint of `system`."""
-    return RemotixState() if system is System.REMOTIX else SparkViewState()
+def new_state(endpoint: EndpointSettings) -> SimCounters:
+    """An empty state for the simulator of `endpoint`'s vendor."""
+    return vendor_of(endpoint).simulator.new_state()
 
 
 def seed_states(
@@ -33,121 +31,42 @@ def seed_states(
     endpoints: Mapping[str, EndpointSettings],
     rng_seed: int | None = None,
     *,
-    links: bool = False,
     passwords: dict[str, str] | None = None,
-) -> dict[str, RemotixState | SparkViewState]:
+) -> dict[str, SimCounters]:
     """One state per endpoint named in `rows`, holding every object the rows refer to.
 
     Each credential gets the row's username and domain and its account's initial password:
     the usages of one account hold one password, as in a fleet that was in sync before
-    rotate came (`secrets`, or a seeded generator when `rng_seed` is given; 8 characters for
-    VNC types). `passwords` (account name -> password) is read and filled in, so that the
-    directories can be seeded with the same ones (`seed_directories`).
-    With `links`, each Spark View server also gets access links (see `add_access_links`).
-    A row naming an endpoint absent from `endpoints`, or of another system, is a ValueError.
+    rotate came (`secrets`, or a seeded generator when `rng_seed` is given; no longer than
+    the row's kind takes, such as 8 characters for VNC). `passwords` (account name ->
+    password) is read and filled in, so that the directories can be seeded with the same ones
+    (`seed_directories`). A row naming an endpoint absent from `endpoints`, or a kind its
+    vendor does not serve, is a ValueError.
     """
     choose: Callable[[str], str] = (
         secrets.choice if rng_seed is None else random.Random(rng_seed).choice
     )
     known = passwords if passwords is not None else {}
-
-    def fresh(protocol: str) -> str:
-        length = VNC_MAX_LENGTH if protocol in VNC_TYPE_PROTOCOLS else PASSWORD_LENGTH
-        return "".join(choose(_ALPHABET) for _ in range(length))
-
-    def password(row: Row) -> str:
-        name = row.account_name
-        if name not in known:
-            known[name] = fresh(row.protocol)
-        return known[name]
-
-    states: dict[str, RemotixState | SparkViewState] = {}
+    states: dict[str, SimCounters] = {}
     for row in rows:
         endpoint = endpoints.get(row.endpoint)
         if endpoint is None:
             raise ValueError(f"line {row.line}: unknown endpoint {row.endpoint!r}")
+        vendor = vendor_of(endpoint)
+        kind = vendor.kinds.get(row.kind)
+        if kind is None:
+            raise ValueError(
+                f"line {row.line}: a {row.kind} row cannot live on "
+                f"{endpoint.system} endpoint {row.endpoint!r}"
+            )
+        if row.account_name not in known:
+            length = min(PASSWORD_LENGTH, kind.max_password(row.protocol) or PASSWORD_LENGTH)
+            known[row.account_name] = "".join(choose(_ALPHABET) for _ in range(length))
         state = states.get(row.endpoint)
         if state is None:
-            state = states[row.endpoint] = new_state(endpoint.system)
-        if isinstance(state, RemotixState) and row.kind is Kind.CONNECTION:
-            group = _group(state)
-            state.add_connection(
-                row.target,
-                row.target,
-                row.protocol,
-                group_uid=group,
-                username=row.username,
-                password=password(row),
-                domain=row.domain,
-            )
-        elif isinstance(state, RemotixState) and row.kind is Kind.COMPUTER:
-            if row.target not in state.computers:
-                state.add_computer(row.target, row.target)
-            keys = {"username": row.username, "password": password(row)}
-            if row.domain is not None:
-                keys["domain"] = row.domain
-            state.add_computer_connection(row.target, row.protocol_suffix, keys)
-        elif isinstance(state, SparkViewState) and row.kind is Kind.SERVER:
-            state.add_server(
-                row.target,
-                row.target,
-                f"{row.target}.example.test",
-                username=row.username,
-                password=password(row),
-                domain=row.domain,
-            )
-        else:
-            raise ValueError(
-                f"line {row.line}: a {row.kind.value} row cannot live on "
-                f"{endpoint.system.value} endpoint {row.endpoint!r}"
-            )
-    if links:
-        for name, state in states.items():
-            if isinstance(state, SparkViewState):
-                add_access_links(state, endpoints[name], lambda: fresh("RDP"))
+            state = states[row.endpoint] = vendor.simulator.new_state()
+        vendor.simulator.seed(state, row, known[row.account_name])
     return states
-
-
-def add_access_links(
-    state: SparkViewState,
-    endpoint: EndpointSettings,
-    new_password: Callable[[], str] | None = None,
-) -> list[str]:
-    """Access links for every server with a stored logon, as a gateway often has them.
-
-    `<id>-link` embeds the server's logon (user, password and domain, in the endpoint's
-    parameter names, between other parameters); `<id>-other` logs on to the same server as
-    another account with a password of its own; `<id>-prompt` names the user but no password.
-    Returns the ids of the links that embed a server's logon (those a rotation updates).
-    """
-    make = new_password or (lambda: "".join(secrets.choice(_ALPHABET) for _ in range(16)))
-    embedding = []
-    for server in list(state.servers.values()):
-        username = server.rdp.get("username")
-        password = server.rdp.get("password")
-        if not username or not password:
-            continue
-        logon = [(endpoint.user_param, username), (endpoint.password_param, password)]
-        if server.rdp.get("domain"):
-            logon.append((endpoint.domain_param, server.rdp["domain"]))
-        around = [("width", "1280"), *logon, ("height", "800")]
-        state.add_symlink(
-            f"{server.id}-link", server.id, urlencode(around), "5d", comment="helpdesk"
-        )
-        embedding.append(f"{server.id}-link")
-        other = [(endpoint.user_param, f"{username}-other"), (endpoint.password_param, make())]
-        state.add_symlink(f"{server.id}-other", server.id, urlencode(other), "8h")
-        state.add_symlink(
-            f"{server.id}-prompt", server.id, urlencode([(endpoint.user_param, username)])
-        )
-    return embedding
-
-
-def _group(state: RemotixState) -> str:
-    for group in state.groups.values():
-        if group.name == SEED_GROUP:
-            return group.uid
-    return state.add_group(SEED_GROUP)
 
 
 @dataclass(frozen=True)

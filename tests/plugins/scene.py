@@ -26,11 +26,11 @@ from rotate.demo import sim_password
 from rotate.devvault import DEV_MOUNT, DevVault
 from rotate.inventory import group_accounts, load_inventory
 from rotate.models import Account, Row, Secret
+from rotate.registry import vendor_of
 from rotate.settings import PolicySettings, Settings, VaultSettings, load_settings
+from rotate.sim.base import SimCounters
 from rotate.sim.host import SimulatorHost
-from rotate.sim.remotix import RemotixState
 from rotate.sim.seed import SeededDirectory, seed_directories, seed_states
-from rotate.sim.sparkview import SparkViewState
 from rotate.sim.tls import make_tls
 from rotate.stores.vault import VaultStore
 
@@ -50,7 +50,7 @@ class World:
     inventory: Path
     settings: Settings
     rows: list[Row]
-    states: dict[str, RemotixState | SparkViewState]
+    states: dict[str, SimCounters]
     host: SimulatorHost
     store: VaultStore  # straight to the server, even when the CLI goes through a proxy
     token: str = field(repr=False)
@@ -234,8 +234,8 @@ def make_world(
         urls = {}
         for name, state in states.items():
             endpoint = settings.endpoints[name]
-            gw = GATEWAYS.get(endpoint.gateway_password_env or "")
-            urls[name] = sim_host.add_endpoint(endpoint, state, gateway_password=gw)
+            expected = vendor_of(endpoint).simulator.secrets(endpoint, GATEWAYS)
+            urls[name] = sim_host.add_endpoint(endpoint, state, **expected)
         for name, directory in directories.items():
             authority = settings.authorities[name]
             monkeypatch.setenv(authority.bind_password_env, directory.admin_password)

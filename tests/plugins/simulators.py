@@ -11,7 +11,7 @@ from rotate.sim.host import SimulatorHost
 
 @pytest.fixture
 def sim_host() -> Iterator[SimulatorHost]:
-    """A SimulatorHost with no simulator yet; add them with `add_remotix`/`add_sparkview`."""
+    """A SimulatorHost with no simulator yet; add them with `add_endpoint`/`add_simulator`."""
     host = SimulatorHost(shutdown_timeout=0.2)
     try:
         yield host

@@ -7,9 +7,10 @@ from typing import Any
 from urllib.parse import quote
 
 from rotate.errors import EndpointUnavailable, RemoteError
-from rotate.models import Credential, Kind, Row, Secret
-from rotate.settings import EndpointSettings
-from rotate.targets.http import Endpoint, HttpTarget
+from rotate.models import Credential, Row, Secret
+from rotate.vendors.http import HttpTarget
+from rotate.vendors.remotix.kinds import COMPUTER, CONNECTION
+from rotate.vendors.remotix.settings import RemotixSettings
 
 
 def _seg(value: str) -> str:
@@ -17,19 +18,11 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
-class RemotixTarget(HttpTarget):
+class RemotixTarget(HttpTarget[RemotixSettings]):
     """PUT /connection/<uid>/credentials; PUT and GET /computer/<id>/<TYPE>[_<port>]."""
 
-    def __init__(self, settings: EndpointSettings, http: Endpoint) -> None:
-        super().__init__(settings, http)
-
-    def _key(self, protocol: str) -> str:
-        s = self.settings
-        keys = {"NEAR": s.near_key, "RDP": s.rdp_key, "APPLE": s.apple_key, "VNC": s.vnc_key}
-        return keys[protocol]
-
     def _body(self, row: Row, credential: Credential) -> dict[str, str]:
-        key = self._key(row.protocol)
+        key = self.settings.key(row.protocol)
         body = {
             f"{key}.username": credential.username,
             f"{key}.password": credential.password.reveal(),
@@ -56,11 +49,11 @@ class RemotixTarget(HttpTarget):
         return f"Remotix API answers ({len(groups)} group(s))"
 
     def verifiable(self, row: Row) -> bool:
-        return row.kind is Kind.COMPUTER and self.settings.verify_computers
+        return row.kind == COMPUTER.name and self.settings.verify_computers
 
     async def push(self, row: Row, credential: Credential) -> None:
         body = self._body(row, credential)
-        if row.kind is Kind.CONNECTION:
+        if row.kind == CONNECTION.name:
             await self.http.request(
                 "PUT",
                 f"/connection/{_seg(row.target)}/credentials",
@@ -89,7 +82,11 @@ class RemotixTarget(HttpTarget):
             body = response.json()
         except ValueError:
             return None
-        value = body.get(f"{self._key(row.protocol)}.password") if isinstance(body, dict) else None
+        value = (
+            body.get(f"{self.settings.key(row.protocol)}.password")
+            if isinstance(body, dict)
+            else None
+        )
         return Secret(value) if isinstance(value, str) else None
 
     async def follow_up(self, row: Row, credential: Credential) -> Sequence[str]:
@@ -156,7 +153,7 @@ class RemotixTarget(HttpTarget):
         )
         if not isinstance(body, dict):
             return "", None
-        key = self._key(protocol)
+        key = self.settings.key(protocol)
         username = body.get(f"{key}.username")
         domain = body.get(f"{key}.domain")
         return (

@@ -1,4 +1,5 @@
-"""Shared httpx plumbing: clients, bounded requests, retries, and error translation."""
+"""Shared httpx plumbing of the vendor targets: clients, bounded requests, retries, and error
+translation."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ import random
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from rotate.errors import OutcomeUnknown, Rejected, RemoteError
 from rotate.models import Secret
-from rotate.settings import EndpointSettings, RunSettings
+from rotate.settings import RunSettings
 from rotate.transport import transport
+from rotate.vendors.base import EndpointSettings
 
 # Statuses that say "try again later" rather than "no".
 _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -231,10 +233,32 @@ def error_text(response: httpx.Response) -> str:
     return ""
 
 
-class HttpTarget:
+def channel(
+    settings: EndpointSettings,
+    run: RunSettings,
+    client: httpx.AsyncClient | None = None,
+    redactor: Redactor | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Endpoint:
+    """The request channel to one endpoint; `client` lets a test hand in its own transport."""
+    limit = settings.per_endpoint_concurrency or run.per_endpoint_concurrency
+    return Endpoint(
+        settings.name,
+        client or make_client(settings, run),
+        limit,
+        RetryPolicy.from_settings(run),
+        redactor or Redactor(),
+        headers,
+    )
+
+
+S = TypeVar("S", bound=EndpointSettings)
+
+
+class HttpTarget(Generic[S]):
     """What every vendor adapter shares: its endpoint's settings and its request channel."""
 
-    def __init__(self, settings: EndpointSettings, http: Endpoint) -> None:
+    def __init__(self, settings: S, http: Endpoint) -> None:
         self.name = settings.name
         self.settings = settings
         self.http = http

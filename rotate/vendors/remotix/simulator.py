@@ -1,4 +1,5 @@
-"""A stateful simulator of the Remotix HTTP API (address-book connections and cloud computers)."""
+"""A stateful simulator of the Remotix HTTP API (address-book connections and cloud computers),
+and the hook that seeds and serves it for `rotate simulate`, the demo and the tests."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ from typing import Any
 
 from aiohttp import web
 
-from rotate.sim.base import SimCounters, SimError, Simulator
+from rotate.models import Row
+from rotate.sim.base import SimCounters, SimError, Simulator, state_of
 from rotate.sim.faults import Faults
+from rotate.vendors.base import EndpointSettings
+from rotate.vendors.config import settings_of
+from rotate.vendors.remotix.kinds import CONNECTION
+from rotate.vendors.remotix.settings import RemotixSettings
 
 #: protocols of an address-book connection, and types of a cloud computer's connection
 CONNECTION_PROTOCOLS = ("NEAR", "RDP", "APPLE")
@@ -21,6 +27,9 @@ COMPUTER_TYPES = ("NEAR", "RDP", "VNC")
 
 #: the neutral names the state stores credentials under; the API prefixes them (`rdp.username`)
 CREDENTIAL_FIELDS = ("username", "password", "domain")
+
+#: the address-book group seeded connections go to
+SEED_GROUP = "Imported"
 
 _SUFFIX = re.compile(r"^(NEAR|RDP|VNC)(?:_([0-9]{1,5}))?$")
 _FORBIDDEN_DELETE = re.compile(r"^/(connection|computer)/[^/]+/?$")
@@ -494,3 +503,67 @@ def _apply(credentials: dict[str, str], changes: Mapping[str, str | None]) -> No
             credentials.pop(name, None)
         else:
             credentials[name] = value
+
+
+# -- the hook: seeded from inventory rows, served with an endpoint's settings ----------------
+class RemotixStandIn:
+    """The Remotix simulator as `rotate simulate`, the demo and the tests use it."""
+
+    def new_state(self) -> RemotixState:
+        return RemotixState()
+
+    def seed(self, state: SimCounters, row: Row, password: str) -> None:
+        state = state_of(RemotixState, state)
+        if row.kind == CONNECTION.name:
+            state.add_connection(
+                row.target,
+                row.target,
+                row.protocol,
+                group_uid=_seed_group(state),
+                username=row.username,
+                password=password,
+                domain=row.domain,
+            )
+            return
+        if row.target not in state.computers:
+            state.add_computer(row.target, row.target)
+        keys = {"username": row.username, "password": password}
+        if row.domain is not None:
+            keys["domain"] = row.domain
+        state.add_computer_connection(row.target, row.protocol_suffix, keys)
+
+    def password(self, state: SimCounters, row: Row) -> str | None:
+        state = state_of(RemotixState, state)
+        if row.kind == CONNECTION.name:
+            return state.connection_password(row.target)
+        return state.computer_password(row.target, row.protocol_suffix)
+
+    def secrets(self, settings: EndpointSettings, env: Mapping[str, str]) -> dict[str, str]:
+        """The bearer token the simulator checks, when the endpoint's `token_env` is set."""
+        var = settings_of(RemotixSettings, settings).token_env
+        return {"token": env[var]} if var and env.get(var) else {}
+
+    def serve(
+        self,
+        settings: EndpointSettings,
+        state: SimCounters,
+        faults: Faults | None,
+        secrets: Mapping[str, str],
+    ) -> RemotixSimulator:
+        s = settings_of(RemotixSettings, settings)
+        return RemotixSimulator(
+            state_of(RemotixState, state),
+            faults,
+            token=secrets.get("token"),
+            near_key=s.near_key,
+            rdp_key=s.rdp_key,
+            apple_key=s.apple_key,
+            vnc_key=s.vnc_key,
+        )
+
+
+def _seed_group(state: RemotixState) -> str:
+    for group in state.groups.values():
+        if group.name == SEED_GROUP:
+            return group.uid
+    return state.add_group(SEED_GROUP)

@@ -1,4 +1,5 @@
-"""A stateful simulator of the Spark View gateway HTTP API (servers, links, sessions, control)."""
+"""A stateful simulator of the Spark View gateway HTTP API (servers, links, sessions, control),
+and the hook that seeds and serves it for `rotate simulate`, the demo and the tests."""
 
 from __future__ import annotations
 
@@ -6,15 +7,22 @@ import hashlib
 import hmac
 import re
 import secrets
+import string
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 from multidict import MultiMapping
 
-from rotate.sim.base import SimCounters, SimError, Simulator
+from rotate.models import Row
+from rotate.sim.base import SimCounters, SimError, Simulator, state_of
 from rotate.sim.faults import Faults
+from rotate.vendors.base import EndpointSettings
+from rotate.vendors.config import settings_of
+from rotate.vendors.sparkview.settings import SparkViewSettings
 
 SERVER_COLUMNS = ("id", "displayName", "server", "remoteProgram", "command")
 SYMLINK_COLUMNS = (
@@ -474,3 +482,95 @@ def _required(q: MultiMapping[str], key: str) -> str:
     if not value:
         raise SimError(500, f"missing {key}")
     return value
+
+
+def add_access_links(
+    state: SparkViewState,
+    endpoint: SparkViewSettings,
+    new_password: Callable[[], str] | None = None,
+) -> list[str]:
+    """Access links for every server with a stored logon, as a gateway often has them.
+
+    `<id>-link` embeds the server's logon (user, password and domain, in the endpoint's
+    parameter names, between other parameters); `<id>-other` logs on to the same server as
+    another account with a password of its own; `<id>-prompt` names the user but no password.
+    Returns the ids of the links that embed a server's logon (those a rotation updates).
+    """
+    alphabet = string.ascii_letters + string.digits
+    make = new_password or (lambda: "".join(secrets.choice(alphabet) for _ in range(16)))
+    embedding = []
+    for server in list(state.servers.values()):
+        username = server.rdp.get("username")
+        password = server.rdp.get("password")
+        if not username or not password:
+            continue
+        logon = [(endpoint.user_param, username), (endpoint.password_param, password)]
+        if server.rdp.get("domain"):
+            logon.append((endpoint.domain_param, server.rdp["domain"]))
+        around = [("width", "1280"), *logon, ("height", "800")]
+        state.add_symlink(
+            f"{server.id}-link", server.id, urlencode(around), "5d", comment="helpdesk"
+        )
+        embedding.append(f"{server.id}-link")
+        other = [(endpoint.user_param, f"{username}-other"), (endpoint.password_param, make())]
+        state.add_symlink(f"{server.id}-other", server.id, urlencode(other), "8h")
+        state.add_symlink(
+            f"{server.id}-prompt", server.id, urlencode([(endpoint.user_param, username)])
+        )
+    return embedding
+
+
+# -- the hook: seeded from inventory rows, served with an endpoint's settings ----------------
+class SparkViewStandIn:
+    """The Spark View simulator as `rotate simulate`, the demo and the tests use it."""
+
+    def new_state(self) -> SparkViewState:
+        return SparkViewState()
+
+    def seed(self, state: SimCounters, row: Row, password: str) -> None:
+        state_of(SparkViewState, state).add_server(
+            row.target,
+            row.target,
+            f"{row.target}.example.test",
+            username=row.username,
+            password=password,
+            domain=row.domain,
+        )
+
+    def password(self, state: SimCounters, row: Row) -> str | None:
+        return state_of(SparkViewState, state).server_password(row.target)
+
+    def secrets(self, settings: EndpointSettings, env: Mapping[str, str]) -> dict[str, str]:
+        """The gateway password the simulator expects, from the endpoint's variable."""
+        s = settings_of(SparkViewSettings, settings)
+        var = s.gateway_password_env
+        if not var:
+            raise ValueError(
+                f"endpoint {s.name}: the simulator needs gateway_password_env "
+                "(it cannot read gateway_password_vault)"
+            )
+        if not env.get(var):
+            raise ValueError(
+                f"endpoint {s.name}: set the environment variable {var} "
+                "to the gateway password the simulator should expect"
+            )
+        return {"gateway_password": env[var]}
+
+    def serve(
+        self,
+        settings: EndpointSettings,
+        state: SimCounters,
+        faults: Faults | None,
+        secrets: Mapping[str, str],
+    ) -> SparkViewSimulator:
+        s = settings_of(SparkViewSettings, settings)
+        if "gateway_password" not in secrets:
+            raise ValueError(f"endpoint {s.name!r}: a gateway password is needed")
+        return SparkViewSimulator(
+            state_of(SparkViewState, state),
+            secrets["gateway_password"],
+            faults,
+            user_param=s.user_param,
+            password_param=s.password_param,
+            domain_param=s.domain_param,
+        )
