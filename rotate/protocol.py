@@ -28,98 +28,25 @@ Every failure is an outcome, never an exception that escapes: the orchestrator
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 
-from rotate import planner
-from rotate.authorities.base import Authority
+from rotate.attempt import TROUBLE, AccountOutcome, Context, Push, Took, now_utc
 from rotate.errors import OutcomeUnknown, Rejected, RemoteError, StoreError
-from rotate.models import (
-    Account,
-    AccountResult,
-    Credential,
-    ItemResult,
-    PendingCandidate,
-    Row,
-    Secret,
-    SecretState,
-    Stage,
-    StaleUsage,
-    Status,
-)
-from rotate.stores.base import DataPlane
-from rotate.vendors.base import Target
+from rotate.models import Credential, PendingCandidate, Row, Stage, Status
+from rotate.settlement import Settlement
+
+__all__ = [
+    "TROUBLE",
+    "AccountOutcome",
+    "AccountRotation",
+    "Context",
+    "Push",
+    "Took",
+    "now_utc",
+    "push_usage",
+]
 
 log = logging.getLogger(__name__)
-
-#: statuses of an account (or usage) that make a writing run exit 1
-TROUBLE = frozenset(
-    {Status.FAILED, Status.IN_DOUBT, Status.NOT_ATTEMPTED, Status.STALE, Status.DRIFT}
-)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-class Took(enum.Enum):
-    """What one push of a password to one usage proved."""
-
-    YES = "took"  # accepted (and read back, where the API can)
-    NO = "rejected"  # a definite "no": the usage does not hold it
-    UNKNOWN = "unknown"  # it may or may not hold it
-    NOT_REACHED = "not_reached"  # nothing was sent (endpoint down, connection refused)
-
-
-@dataclass(frozen=True)
-class Push:
-    """The outcome of sending one password to one usage."""
-
-    row: Row
-    took: Took
-    verified: bool | None = None  # None: not pushed; False: pushed, the API cannot read back
-    note: str = ""
-    # a resumed candidate refused or not reached now that an earlier run may have delivered
-    earlier: bool = False
-
-    @property
-    def maybe_holds(self) -> bool:
-        """Whether the usage may hold the password now."""
-        return self.took in (Took.YES, Took.UNKNOWN)
-
-
-@dataclass(frozen=True)
-class Context:
-    """What every account's protocol shares in one run."""
-
-    run_id: str
-    force: bool
-    store: DataPlane
-    targets: Mapping[str, Target]
-    down: Mapping[str, str]  # endpoint -> why it failed its probe: it gets no writes
-    default_max_age_days: int
-    # a new password for the account (per its policy): made here or by a Vault policy
-    generate: Callable[[Account], Awaitable[Secret]]
-    # why the run stopped starting anything new ("" while it goes on)
-    stopped: Callable[[], str] = lambda: ""
-    # an account failed or is in doubt: told the moment it is known (failure threshold, canary)
-    failing: Callable[[], None] = lambda: None
-
-
-@dataclass
-class AccountOutcome:
-    """The account's recorded outcome and one result per usage."""
-
-    result: AccountResult
-    items: list[ItemResult]
-
-    @property
-    def troubled(self) -> bool:
-        return self.result.status in (Status.FAILED, Status.IN_DOUBT)
 
 
 async def push_usage(ctx: Context, row: Row, credential: Credential, *, resumed: bool) -> Push:
@@ -168,23 +95,8 @@ async def push_usage(ctx: Context, row: Row, credential: Credential, *, resumed:
     return Push(row, Took.YES, verified=True)
 
 
-@dataclass
-class AccountRotation:
+class AccountRotation(Settlement):
     """One account in one run: repair, stage, change, verify, push, record, promote."""
-
-    ctx: Context
-    account: Account
-    state: SecretState
-    decision: planner.Decision
-    authority: Authority
-    candidate: Credential | None = None  # staged by the orchestrator (or resumed)
-    started: float = field(default_factory=time.monotonic)
-    login_verified: bool | None = None
-    journal: str | None = None  # a journal record staged here, for the orchestrator to settle
-    unsure: str = ""  # why the last login check could not tell
-    _counted: bool = False  # its failure was told to the run (once)
-    _repaired: dict[str, Push] = field(default_factory=dict)
-    _followups: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     # -- the runbook -----------------------------------------------------------------------
 
@@ -306,64 +218,90 @@ class AccountRotation:
     # -- 2. and 3. change at the authority, verify by login ---------------------------------
 
     async def change_at_authority(self, resumed: bool) -> AccountOutcome | None:
-        """Make the authority hold the candidate and prove it by a login; None when it does."""
-        account, authority = self.account, self.authority
-        where = f"authority {account.authority}"
+        """Make the authority hold the candidate and prove it by a login; None when it does.
+        A resumed rotation first asks the authority which password it holds; a new one first
+        checks that Vault's current password still logs in (verify before change)."""
         if resumed:
-            assert self.candidate is not None
-            held = await self.login(self.candidate.password)
-            if held is None:
-                return self.outcome(
-                    Status.IN_DOUBT,
-                    self.decision.reason,
-                    error=f"{where} could not say whether it holds the pending candidate "
-                    f"({self.unsure}); it stays pending, the next run asks again",
-                )
-            if held:
-                self.login_verified = True
+            asked = await self.ask_authority()
+            if asked is True:
                 return None  # the change took before the earlier run stopped
-            current = await self.current_logs_in()
-            if current is False and not self.ctx.force:
-                return self.outcome(
-                    Status.IN_DOUBT,
-                    self.decision.reason,
-                    error=f"changed out of band: neither Vault's current password nor the "
-                    f"pending candidate logs in at {where}; nothing new is made for it "
-                    "(`rotate run --force` resets it to the pending candidate)",
-                )
-            if current is None and self.state.current_version is not None:
-                return self.outcome(
-                    Status.IN_DOUBT,
-                    self.decision.reason,
-                    error=f"{where} could not say which password it holds ({self.unsure}); "
-                    "the candidate stays pending, the next run asks again",
-                )
+            if asked is not False:
+                return asked
         else:
-            current = await self.current_logs_in()
-            if current is False and not self.ctx.force:
-                await self.discard_unused()
-                return self.outcome(
-                    Status.DRIFT,
-                    "not rotated: drift",
-                    error=f"Vault's current password does not log in at {where} (changed out "
-                    "of band?); `rotate run --force` resets it (an admin reset needs no old "
-                    "password)",
-                )
-            if current is None and self.state.current_version is not None:
-                await self.discard_unused()
-                return self.outcome(
-                    Status.FAILED,
-                    self.decision.reason,
-                    error=f"{where}: Vault's current password not checked ({self.unsure}); "
-                    "nothing changed",
-                )
+            stopped = await self.verify_before_change()
+            if stopped is not None:
+                return stopped
         if self.candidate is None:
             staged = await self.stage()
             if staged is not None:
                 return staged
+        return await self.change_and_verify()
+
+    async def ask_authority(self) -> AccountOutcome | bool:
+        """A resumed candidate: does the authority hold it (True: done), Vault's current
+        (False: the change never happened, make it), or neither (changed out of band: an
+        outcome, in doubt, unless --force)?"""
         assert self.candidate is not None
+        where = f"authority {self.account.authority}"
+        held = await self.login(self.candidate.password)
+        if held is None:
+            return self.outcome(
+                Status.IN_DOUBT,
+                self.decision.reason,
+                error=f"{where} could not say whether it holds the pending candidate "
+                f"({self.unsure}); it stays pending, the next run asks again",
+            )
+        if held:
+            self.login_verified = True
+            return True
+        current = await self.current_logs_in()
+        if current is False and not self.ctx.force:
+            return self.outcome(
+                Status.IN_DOUBT,
+                self.decision.reason,
+                error=f"changed out of band: neither Vault's current password nor the "
+                f"pending candidate logs in at {where}; nothing new is made for it "
+                "(`rotate run --force` resets it to the pending candidate)",
+            )
+        if current is None and self.state.current_version is not None:
+            return self.outcome(
+                Status.IN_DOUBT,
+                self.decision.reason,
+                error=f"{where} could not say which password it holds ({self.unsure}); "
+                "the candidate stays pending, the next run asks again",
+            )
+        return False
+
+    async def verify_before_change(self) -> AccountOutcome | None:
+        """Vault's current password must still log in (else: drift, not rotated without
+        --force, since someone changed it out of band); None to go on."""
+        where = f"authority {self.account.authority}"
+        current = await self.current_logs_in()
+        if current is False and not self.ctx.force:
+            await self.discard_unused()
+            return self.outcome(
+                Status.DRIFT,
+                "not rotated: drift",
+                error=f"Vault's current password does not log in at {where} (changed out "
+                "of band?); `rotate run --force` resets it (an admin reset needs no old "
+                "password)",
+            )
+        if current is None and self.state.current_version is not None:
+            await self.discard_unused()
+            return self.outcome(
+                Status.FAILED,
+                self.decision.reason,
+                error=f"{where}: Vault's current password not checked ({self.unsure}); "
+                "nothing changed",
+            )
+        return None
+
+    async def change_and_verify(self) -> AccountOutcome | None:
+        """The admin reset to the candidate, then a login with it; None when both worked."""
+        assert self.candidate is not None
+        where = f"authority {self.account.authority}"
         try:
-            await authority.change(account, self.candidate.password)
+            await self.authority.change(self.account, self.candidate.password)
         except Rejected as exc:
             return await self.discarded(f"{where} refused the new password: {exc}")
         except OutcomeUnknown as exc:
@@ -378,48 +316,18 @@ class AccountRotation:
             return await self.discarded(f"{where} not reached: {exc}")
         held = await self.login(self.candidate.password)
         if not held:
-            why = (
-                f"could not check it ({self.unsure})" if held is None else "refuses a login with it"
-            )
+            why = f"could not check it ({self.unsure})" if held is None else "refuses it"
             return self.outcome(
                 Status.IN_DOUBT,
                 self.decision.reason,
                 Stage.STAGED,
-                error=f"{where} took the new password but {why}; the candidate stays "
-                "pending, the next run asks the authority again",
+                error=f"{where} took the new password but a login with it {why}; the "
+                "candidate stays pending, the next run asks the authority again",
             )
         self.login_verified = True
         return None
 
-    async def login(self, password: Secret) -> bool | None:
-        """Whether the password logs in at the authority; None when it cannot tell."""
-        try:
-            return await self.authority.login(self.account, password)
-        except RemoteError as exc:
-            log.warning(
-                "%s: login check at %s failed: %s", self.account.name, self.account.authority, exc
-            )
-            return None
-
-    async def current_logs_in(self) -> bool | None:
-        """Verify before change: whether Vault's current password logs in (True when Vault has
-        none yet: an admin reset needs no old password); None when it cannot be told."""
-        if self.state.current_version is None:
-            return True
-        try:
-            current = await self.ctx.store.read_current(self.account.vault_path)
-        except StoreError as exc:
-            self.unsure = f"Vault's current password not read: {exc}"
-            log.warning("%s: %s", self.account.name, self.unsure)
-            return None
-        if current is None:
-            return True
-        held = await self.login(current.password)
-        if held is not None:
-            self.login_verified = held
-        return held
-
-    # -- 4. push ---------------------------------------------------------------------------
+    # -- 4. push (5 and 6 in rotate/settlement.py) -------------------------------------------
 
     async def push_all(self, credential: Credential, *, resumed: bool) -> list[Push]:
         """The candidate to every usage at once (each endpoint bounded by its target)."""
@@ -427,246 +335,4 @@ class AccountRotation:
             await asyncio.gather(
                 *(push_usage(self.ctx, r, credential, resumed=resumed) for r in self.account.usages)
             )
-        )
-
-    # -- 5. record stale usages, promote -----------------------------------------------------
-
-    async def settle(self, pushes: Sequence[Push], *, resumed: bool) -> AccountOutcome:
-        """Promote when the password is in its place (the authority, or a usage for a copy-only
-        account); record the usages that did not take it; discard it when nothing holds it."""
-        assert self.candidate is not None
-        holders = [p for p in pushes if p.took is Took.YES]
-        if not self.account.changes_host and not holders:
-            return await self.nobody_took(pushes, resumed)
-        stale = [p for p in pushes if p.took is not Took.YES]
-        recorded = await self.record_stale(stale)
-        try:
-            version = await self.ctx.store.promote(
-                self.account.vault_path, self.candidate, self.state.current_version
-            )
-        except StoreError as exc:
-            return self.outcome(
-                Status.IN_DOUBT,
-                self.decision.reason,
-                Stage.PUSHED,
-                error=f"the new password is in place but its promotion failed ({exc}); it "
-                "stays pending in Vault, the next run promotes it",
-                pushes=pushes,
-            )
-        took = [p.row.label for p in holders]
-        if self.state.stale and took:
-            try:
-                await self.ctx.store.clear_stale(self.account.vault_path, took)
-            except StoreError as exc:
-                log.warning(
-                    "%s: usages that took it still listed stale (%s)", self.account.name, exc
-                )
-        followed = {p.row.label: p for p in await self.follow_up(holders)}
-        pushes = [followed.get(p.row.label, p) for p in pushes]
-        status = Status.ROTATED if not stale else Status.STALE
-        reason = self.decision.reason
-        error = ""
-        if stale:
-            error = f"{len(stale)} of {len(pushes)} usage(s) did not take it"
-            if not recorded:
-                error += " (and could not be recorded stale in Vault: check them)"
-        return self.outcome(
-            status,
-            reason,
-            Stage.PROMOTED,
-            error=error,
-            pushes=pushes,
-            version=version,
-            rotated_at=now_utc(),
-        )
-
-    async def record_stale(self, stale: Sequence[Push]) -> bool:
-        """Record the usages that did not take the candidate, before it is promoted (so a
-        crash in between leaves the record, and the next run re-pushes). False on failure."""
-        if not stale:
-            return True
-        since = now_utc()
-        usages = {
-            p.row.label: StaleUsage(
-                p.row.label,
-                None if p.took is Took.UNKNOWN else self.state.current_version,
-                since,
-                self.ctx.run_id,
-            )
-            for p in stale
-        }
-        try:
-            await self.ctx.store.mark_stale(self.account.vault_path, usages)
-        except StoreError as exc:
-            log.error("%s: stale usages not recorded in Vault (%s)", self.account.name, exc)
-            return False
-        return True
-
-    async def nobody_took(self, pushes: Sequence[Push], resumed: bool) -> AccountOutcome:
-        """A copy-only account none of whose usages took the candidate."""
-        maybe = [p for p in pushes if p.maybe_holds]
-        if maybe:
-            return self.outcome(
-                Status.IN_DOUBT,
-                self.decision.reason,
-                Stage.STAGED if maybe[0].verified is None else Stage.PUSHED,
-                error=f"{maybe[0].note}; candidate kept pending, the next run settles it",
-                pushes=pushes,
-            )
-        earlier = [p for p in pushes if p.earlier]
-        if earlier:
-            # An earlier run may have delivered it where a re-send is now refused.
-            return self.outcome(
-                Status.FAILED,
-                self.decision.reason,
-                Stage.STAGED,
-                error=f"{earlier[0].note}; an earlier run may have delivered the candidate, so "
-                "it stays pending (candidate kept pending): check the target, then "
-                "`rotate reconcile`",
-                pushes=pushes,
-            )
-        first = pushes[0].note if pushes else "no usage to take it"
-        return await self.discarded(first, pushes)
-
-    async def discarded(self, why: str, pushes: Sequence[Push] = ()) -> AccountOutcome:
-        """Nothing holds the candidate: drop it; Vault's current password stays valid."""
-        self.known_failure()
-        try:
-            await self.ctx.store.discard(self.account.vault_path)
-        except StoreError as exc:
-            why = f"{why}; the candidate could not be discarded ({exc})"
-        else:
-            why = f"{why}; candidate discarded, the current password stays valid"
-        return self.outcome(
-            Status.FAILED, self.decision.reason, Stage.STAGED, error=why, pushes=pushes
-        )
-
-    async def discard_unused(self) -> None:
-        """A candidate staged for an account that stops before anything saw it."""
-        if self.candidate is None or self.decision.resume:
-            return
-        try:
-            await self.ctx.store.discard(self.account.vault_path)
-        except StoreError as exc:
-            log.warning("%s: an unsent candidate stays staged (%s)", self.account.name, exc)
-
-    # -- 6. follow-ups -----------------------------------------------------------------------
-
-    async def follow_up(self, holders: Sequence[Push]) -> list[Push]:
-        """Other places on the targets that embed the password (access links): the holders'
-        pushes with what was updated (`followups`) or why that failed (in the note)."""
-        assert self.candidate is not None
-        done = []
-        for push in holders:
-            target = self.ctx.targets[push.row.endpoint]
-            try:
-                found = tuple(await target.follow_up(push.row, self.candidate))
-            except RemoteError as exc:
-                note = "; ".join(n for n in (push.note, f"follow-up failed: {exc}") if n)
-                done.append(replace(push, note=note))
-                continue
-            self._followups[push.row.label] = found
-            done.append(push)
-        return done
-
-    # -- the record ------------------------------------------------------------------------
-
-    def known_failure(self) -> None:
-        """Tell the run, once, that this account failed or is in doubt."""
-        if not self._counted:
-            self._counted = True
-            self.ctx.failing()
-
-    def outcome(
-        self,
-        status: Status,
-        reason: str,
-        stage: Stage = Stage.PLANNED,
-        *,
-        error: str = "",
-        pushes: Sequence[Push] = (),
-        version: int | None = None,
-        rotated_at: datetime | None = None,
-    ) -> AccountOutcome:
-        """The account's result and one item per usage, from how far it got."""
-        if status in (Status.FAILED, Status.IN_DOUBT):
-            self.known_failure()
-        by_label = {p.row.label: p for p in pushes}
-        duration = time.monotonic() - self.started
-        items = []
-        in_sync = stale = 0
-        for row in self.account.usages:
-            item = self.usage_item(
-                row, status, stage, reason, error, by_label.get(row.label), version, rotated_at
-            )
-            item = replace(item, duration_s=duration)
-            if row.label in self._followups:
-                item = replace(item, followups=self._followups[row.label])
-            items.append(item)
-            if item.status in (Status.ROTATED, Status.REPAIRED, Status.IN_SYNC):
-                in_sync += 1
-            elif item.status is Status.STALE:
-                stale += 1
-        result = AccountResult(
-            self.account,
-            authority_type="",  # filled in by the orchestrator, which knows the type
-            status=status,
-            reason=reason,
-            error=error,
-            vault_version=version or self.state.current_version,
-            last_changed=rotated_at or self.state.rotated_at,
-            login_verified=self.login_verified,
-            in_sync=in_sync,
-            stale=stale,
-        )
-        return AccountOutcome(result, items)
-
-    def usage_item(
-        self,
-        row: Row,
-        status: Status,
-        stage: Stage,
-        reason: str,
-        error: str,
-        push: Push | None,
-        version: int | None,
-        rotated_at: datetime | None,
-    ) -> ItemResult:
-        """One usage's result: the account's outcome, and what its own push proved."""
-        repaired = self._repaired.get(row.label)
-        verified = push.verified if push is not None else None
-        if push is not None and stage is Stage.PROMOTED:
-            if push.took is Took.YES:
-                status, error = Status.ROTATED, push.note
-            else:
-                status, error = Status.STALE, f"did not take the new password ({push.note})"
-        elif repaired is not None and push is None:
-            verified = repaired.verified
-            if repaired.took is Took.YES:
-                status, error = Status.REPAIRED, repaired.note
-                reason = "was stale: Vault's current password re-pushed"
-            else:
-                status, error = Status.STALE, f"still stale: {repaired.note}"
-        elif status in (Status.REPAIRED, Status.STALE) and push is None:
-            if self.decision.due:  # the account waits for its stale usages
-                status, error = Status.NOT_ATTEMPTED, f"waits for its account: {reason}"
-            else:
-                status, error = Status.SKIPPED, ""
-                reason = "not due; not recorded stale"
-        elif push is not None and push.note and push.note not in error:
-            error = f"{error}; {push.note}" if error else push.note
-        rotated = status is Status.ROTATED
-        return ItemResult(
-            row,
-            status,
-            stage if push is not None or stage is not Stage.PROMOTED else Stage.PLANNED,
-            verified=verified,
-            vault_path=self.account.vault_path,
-            vault_version=version or self.state.current_version,
-            reason=reason,
-            error=error,
-            last_rotated=rotated_at if rotated else self.state.rotated_at,
-            age_days=0.0 if rotated else planner.age_days(self.state, now_utc()),
-            max_age_days=planner.max_age(self.account, self.ctx.default_max_age_days),
-            last_failure_at=self.state.last_failure_at,
         )

@@ -1,0 +1,162 @@
+"""The read-only uses of the runbook: the plan (what a run would do now, with the same
+checks, writing nothing) and the compliance report (from Vault alone)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from rotate import planner
+from rotate.attempt import AccountOutcome, Context, now_utc
+from rotate.errors import StoreError
+from rotate.models import NO_AUTHORITY, Account, AuthorityProbe, Drift, SecretState, Status
+from rotate.protocol import AccountRotation
+from rotate.runbook import Outcome, Runbook
+from rotate.stores.kv import fan_out
+
+log = logging.getLogger(__name__)
+
+
+async def plan(book: Runbook, accounts: Sequence[Account]) -> Outcome:
+    """What a run would do now, with the same checks (reads and logins only)."""
+    now = now_utc()
+    states = await book.read_states(accounts)
+    decisions = book.decide(accounts, states, now)
+    acting = [a for a, d in zip(accounts, decisions, strict=True) if d is not None and d.acts]
+    probes = await book.probe(sorted({r.endpoint for a in accounts for r in a.usages}))
+    authority_probes = await book.probe_authorities(
+        sorted({a.authority for a in acting if a.changes_host})
+    )
+    down = {n: p.detail for n, p in probes.items() if not p.ok}
+    ctx = book.context(down)
+
+    async def one(index: int) -> AccountOutcome:
+        account, state, decision = accounts[index], states[index], decisions[index]
+        if isinstance(state, StoreError) or decision is None:
+            return book.failed_read(account, state)
+        return await _plan_one(book, ctx, account, state, decision, authority_probes)
+
+    outcomes = await fan_out(one, list(range(len(accounts))), book.width())
+    due: list[str] = []
+    for account, state, decision in zip(accounts, states, decisions, strict=True):
+        if decision is not None and decision.due:
+            due.append(account.vault_path)
+        if isinstance(state, SecretState):
+            due.extend(f"repair:{label}" for label in state.stale)
+    plan_hash = planner.plan_hash(book.options.inputs_digest, due)
+    return book.record(outcomes, probes, authority_probes, plan_hash=plan_hash, aborted="")
+
+
+async def _plan_one(
+    book: Runbook,
+    ctx: Context,
+    account: Account,
+    state: SecretState,
+    decision: planner.Decision,
+    authority_probes: Mapping[str, AuthorityProbe],
+) -> AccountOutcome:
+    """One account's plan: due or not, and whether a run could do it."""
+    rotation = AccountRotation(ctx, account, state, decision, book.authorities[account.authority])
+    if not decision.acts:
+        return rotation.outcome(Status.NOT_DUE, decision.reason)
+    status, error = Status.DUE, ""
+    probe = authority_probes.get(account.authority)
+    up = [r for r in account.usages if r.endpoint not in ctx.down]
+    if not up:
+        status, error = Status.NOT_ATTEMPTED, "no endpoint of its usages passed its probe"
+    elif probe is not None and not probe.ok:
+        status, error = Status.NOT_ATTEMPTED, f"authority {account.authority}: {probe.detail}"
+    elif decision.due and not decision.resume and account.changes_host:
+        held = await rotation.current_logs_in()
+        if held is False and not book.options.force:
+            status = Status.DRIFT
+            error = (
+                f"Vault's current password does not log in at authority "
+                f"{account.authority} (changed out of band?): a run does not rotate it "
+                "without --force"
+            )
+        elif held is None:
+            error = f"authority {account.authority} could not check Vault's current password"
+    if not account.changes_host:
+        error = "; ".join(e for e in (error, "copy-only: the host account is not changed") if e)
+    outcome = rotation.outcome(status, decision.reason, error=error)
+    for i, item in enumerate(outcome.items):
+        row = item.row
+        note = ""
+        if row.label in state.stale:
+            note = "stale: holds an older password; the run re-pushes Vault's current first"
+        elif row.endpoint in ctx.down and status is Status.DUE:
+            note = "endpoint failed its probe: this usage would be left stale"
+        if note:
+            outcome.items[i] = replace(
+                item,
+                status=Status.DUE if status is Status.DUE or decision.repair else item.status,
+                reason=f"{item.reason}; {note}",
+            )
+    return outcome
+
+
+async def report(book: Runbook, accounts: Sequence[Account]) -> Outcome:
+    """Compliance of every account and usage, from Vault alone."""
+    now = now_utc()
+    states = await book.read_states(accounts)
+    outcomes = []
+    ctx = book.context({})
+    for account, state in zip(accounts, states, strict=True):
+        if isinstance(state, StoreError):
+            outcomes.append(book.failed_read(account, state))
+            continue
+        status, reason, soon = planner.compliance(
+            account, state, now, book.settings.run.max_age_days, book.options.schedule_days
+        )
+        rotation = AccountRotation(
+            ctx, account, state, planner.Decision(False, reason), book.authorities[NO_AUTHORITY]
+        )
+        outcome = rotation.outcome(status, reason)
+        for i, item in enumerate(outcome.items):
+            item = replace(item, due_before_next_run=soon)
+            stale = state.stale.get(item.row.label)
+            if stale is not None:
+                held = f"v{stale.held_version}" if stale.held_version else "an unknown version"
+                since = f" since {stale.since:%Y-%m-%d %H:%M} UTC" if stale.since else ""
+                item = replace(
+                    item,
+                    status=Status.STALE,
+                    reason=f"does not hold the account's current password (holds {held}"
+                    f"{since}); the next run repairs it",
+                )
+            outcome.items[i] = item
+        stale_count = sum(i.status is Status.STALE for i in outcome.items)
+        outcome.result = replace(
+            outcome.result,
+            status=Status.STALE if stale_count else status,
+            in_sync=len(account.usages) - stale_count if state.current_version else 0,
+            stale=stale_count,
+        )
+        outcomes.append(outcome)
+    found = await drift(book, accounts, states) if book.options.check_drift else None
+    record = book.record(outcomes, {}, {}, aborted="")
+    record.drift = found
+    return record
+
+
+async def drift(
+    book: Runbook, accounts: Sequence[Account], states: Sequence[SecretState | StoreError]
+) -> Drift | None:
+    """Secrets under the prefix that no account uses, and usages whose account has none."""
+    try:
+        listed = await book.store.list_paths(book.settings.vault.prefix)
+    except StoreError as exc:
+        log.warning("drift not checked: %s", exc)
+        return None
+    known = {a.vault_path for a in accounts}
+    return Drift(
+        secrets_without_row=tuple(p for p in listed if p not in known),
+        rows_without_secret=tuple(
+            r.label
+            for a, st in zip(accounts, states, strict=True)
+            if isinstance(st, SecretState) and st.current_version is None
+            for r in a.usages
+        ),
+    )
