@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+Command = Callable[..., argparse.ArgumentParser]  # name, help=... -> its sub-parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rotate",
@@ -145,11 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[flags], **kwargs)
 
+    for add in (_plan, _run, _reconcile, _report, _demo, _simulate, _discover):
+        add(command)
+    return parser
+
+
+def _plan(command: Command) -> None:
     p = command("plan", help="dry run: what would rotate and why (reads only)")
     _common(p)
     p.add_argument("--force", action="store_true", help="plan every row as due")
 
-    p = command("run", help="rotate every due credential")
+
+def _run(command: Command) -> None:
+    p = command("run", help="rotate every due account, and repair every stale usage")
     _common(p)
     p.add_argument(
         "--force",
@@ -179,7 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="rotate N accounts first (spread over the endpoints); stop if any fails; exit 3",
     )
-
     p.add_argument(
         "--plan-hash",
         default=None,
@@ -188,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         "plan H (printed by `rotate plan`)",
     )
 
+
+def _reconcile(command: Command) -> None:
     p = command("reconcile", help="compare targets with Vault and repair either side")
     _common(p)
     p.add_argument(
@@ -196,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-send Vault's current password to write-only targets (address-book connections)",
     )
 
+
+def _report(command: Command) -> None:
     p = command("report", help="compliance report from Vault state (reads only)")
     _common(p)
     p.add_argument(
@@ -206,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="days until the next scheduled run: flag rows that will be overdue before it",
     )
 
-    p = command("demo", help="the embedded default: OpenBao, simulators, plan/run/report")
+
+def _demo(command: Command) -> None:
+    p = command(
+        "demo", help="the embedded default: OpenBao, simulators, directories, plan/run/report"
+    )
     p.add_argument(
         "--out-dir",
         type=Path,
@@ -223,9 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, default=None, help="config to use (default: inventories/demo.toml)"
     )
 
+
+def _simulate(command: Command) -> None:
     from rotate.sim import cli as sim_cli
 
-    p = command("simulate", help="serve the vendor simulators on loopback")
+    p = command("simulate", help="serve the vendor simulators and directory stand-ins on loopback")
     p.add_argument("inventory", type=Path, help="inventory whose targets the simulators hold")
     p.add_argument(
         "--config",
@@ -235,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim_cli.add_arguments(p)
 
+
+def _discover(command: Command) -> None:
     p = command(
         "discover", help="write an inventory CSV from what the endpoints hold (never a secret)"
     )
@@ -254,7 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write rows whose username the API does not give (empty, with a note): "
         "fill them in before `rotate plan`",
     )
-    return parser
 
 
 def _config_path(arg: Path | None) -> Path | None:

@@ -98,11 +98,15 @@ def timeouts(errors: list[str], where: str, **values: float | None) -> None:
             errors.append(f"{where}.{key}: must be at most {MAX_TIMEOUT_S:g} s, got {value:g}")
 
 
-def url_problem(url: str) -> str | None:
-    """What makes `url` unusable as an http(s) base URL, or None; a password is never echoed."""
+def url_problem(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+    """What makes `url` unusable as a base URL of one of `schemes`, or None; a password is
+    never echoed."""
     shown = "the URL" if "@" in url else repr(url)
-    if not url.startswith(("http://", "https://")):
-        return f"{shown} is not an http(s) URL"
+    if not url.lower().startswith(tuple(f"{s}://" for s in schemes)):
+        named = (
+            "http(s)" if schemes == ("http", "https") else " or ".join(f"{s}://" for s in schemes)
+        )
+        return f"{shown} is not an {named} URL"
     if any(c.isspace() or not c.isprintable() for c in url):
         return f"{shown} contains a space or a control character"
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -315,22 +315,31 @@ def _policies(raw: Mapping[str, Any], errors: list[str]) -> dict[str, PolicySett
     return policies
 
 
-def _endpoints(raw: Mapping[str, Any], errors: list[str]) -> dict[str, EndpointSettings]:
-    """Each [endpoints.<name>] section, parsed by the vendor its `system` names."""
-    from rotate.registry import vendor_names, vendor_type
-
-    found: dict[str, EndpointSettings] = {}
+def _tables(
+    raw: Mapping[str, Any], section: str, what: str, errors: list[str]
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(name, where, table) of each `[<section>.<name>]`; a bad name or a non-table is a
+    problem (a bad table is skipped)."""
     for name, data in raw.items():
-        where = f"endpoints.{name}"
+        where = f"{section}.{name}"
         if not _ENDPOINT_NAME.fullmatch(name):
-            # The name is a segment of every default Vault path and of report file rows.
+            # The name is a segment of Vault paths and of report file rows.
             errors.append(
-                f"[{where}]: an endpoint name is letters, digits, '.', '_' and '-' only, "
+                f"[{where}]: an {what} name is letters, digits, '.', '_' and '-' only, "
                 "starting with a letter or digit"
             )
         if not isinstance(data, dict):
             errors.append(f"[{where}] must be a table")
             continue
+        yield name, where, data
+
+
+def _endpoints(raw: Mapping[str, Any], errors: list[str]) -> dict[str, EndpointSettings]:
+    """Each [endpoints.<name>] section, parsed by the vendor its `system` names."""
+    from rotate.registry import vendor_names, vendor_type
+
+    found: dict[str, EndpointSettings] = {}
+    for name, where, data in _tables(raw, "endpoints", "endpoint", errors):
         system = data.get("system")
         vendor = vendor_type(system) if isinstance(system, str) else None
         if "system" not in data:
@@ -358,16 +367,7 @@ def _authorities(raw: Mapping[str, Any], errors: list[str]) -> dict[str, Authori
     from rotate.registry import authority_type, authority_type_names
 
     found: dict[str, AuthoritySettings] = {}
-    for name, data in raw.items():
-        where = f"authorities.{name}"
-        if not _ENDPOINT_NAME.fullmatch(name):
-            errors.append(
-                f"[{where}]: an authority name is letters, digits, '.', '_' and '-' only, "
-                "starting with a letter or digit"
-            )
-        if not isinstance(data, dict):
-            errors.append(f"[{where}] must be a table")
-            continue
+    for name, where, data in _tables(raw, "authorities", "authority", errors):
         kind = data.get("type")
         plugin = authority_type(kind) if isinstance(kind, str) else None
         if plugin is None:

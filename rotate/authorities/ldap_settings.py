@@ -14,7 +14,7 @@ from ldap3.operation.search import parse_filter  # type: ignore[import-untyped,u
 from ldap3.utils.dn import parse_dn  # type: ignore[import-untyped,unused-ignore]
 
 from rotate.authorities.base import AuthoritySettings
-from rotate.configparse import positive, timeouts, unreadable
+from rotate.configparse import positive, timeouts, unreadable, url_problem
 
 MAX_CONNECTIONS = 64
 #: characters a sAMAccountName may not contain (besides control characters)
@@ -92,22 +92,10 @@ def ldap_target(url: str) -> LdapTarget:
 
 def ldap_url_problem(url: str) -> str | None:
     """What makes `url` unusable as a directory's address, or None; a password is never echoed."""
+    if why := url_problem(url, ("ldap", "ldaps")):
+        return why
     shown = "the URL" if "@" in url else repr(url)
-    if not url.lower().startswith(("ldap://", "ldaps://")):
-        return f"{shown} is not an ldap:// or ldaps:// URL"
-    if any(c.isspace() or not c.isprintable() for c in url):
-        return f"{shown} contains a space or a control character"
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # ValueError unless a number from 0 to 65535
-    except ValueError:
-        return f"{shown} has an invalid host or port"
-    if parts.username is not None or parts.password is not None:
-        return "must not carry a user name or password: secrets never live in the config file"
-    if not parts.hostname:
-        return f"{shown} has no host"
-    if port == 0:
-        return f"{shown} has an invalid host or port"
+    parts = urlsplit(url)
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         return f"{shown} must be scheme://host[:port] only (the search base is base_dn)"
     return None

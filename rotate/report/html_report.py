@@ -498,6 +498,30 @@ def _plan_reasons(tally: stats.Tally) -> list[tuple[str, str, int]]:
     ]
 
 
+def _mode_context(record: RunRecord, tally: stats.Tally) -> dict[str, object]:
+    """What only a plan page (its reasons and the command that runs it) or a compliance page
+    (histogram, stale usages, drift) shows."""
+    context: dict[str, object] = {}
+    if record.mode == "plan":
+        context["reasons"] = _plan_reasons(tally)
+        context["command"] = run_command(record) if record.plan_hash else ""
+    if record.mode == "report":
+        context["histogram"] = charts.age_columns(tally.age_histogram())
+        context["soon"] = tally.soon
+        context["stale_usages"] = tally.stale[:MAX_STALE_LISTED]
+        context["stale_total"] = len(tally.stale)
+        drift = record.drift
+        context["drift_lists"] = (
+            []
+            if drift is None
+            else [
+                ("secrets-h", _NO_ROW, drift.secrets_without_row),
+                ("rows-h", _NO_VAULT_ENTRY, drift.rows_without_secret),
+            ]
+        )
+    return context
+
+
 class _Report:
     """What every page of one record's report shares, computed once; renders its pages."""
 
@@ -525,24 +549,7 @@ class _Report:
         )
         summary = tally.summary()
         columns = tuple(k for k in _statuses(record.mode) if summary.get(k, 0))
-        context: dict[str, object] = {}
-        if record.mode == "plan":
-            context["reasons"] = _plan_reasons(tally)
-            context["command"] = run_command(record) if record.plan_hash else ""
-        if record.mode == "report":
-            context["histogram"] = charts.age_columns(tally.age_histogram())
-            context["soon"] = tally.soon
-            context["stale_usages"] = tally.stale[:MAX_STALE_LISTED]
-            context["stale_total"] = len(tally.stale)
-            drift = record.drift
-            context["drift_lists"] = (
-                []
-                if drift is None
-                else [
-                    ("secrets-h", _NO_ROW, drift.secrets_without_row),
-                    ("rows-h", _NO_VAULT_ENTRY, drift.rows_without_secret),
-                ]
-            )
+        context = _mode_context(record, tally)
         style, style_hash = _asset("report.css")
         script, script_hash = _asset("report.js")
         self.template = _environment().get_template(_TEMPLATES.get(record.mode, "run.html"))
