@@ -26,7 +26,7 @@ from rotate.models import (
 from rotate.runbook import Options, Runbook, exit_trouble
 from rotate.settings import EndpointSettings, PolicySettings, RunSettings, Settings
 from rotate.stores.memory import MemoryStore
-from tests.test_pipeline import FakeTarget
+from tests.fakes import FakeTarget
 
 PATH = "rotate/accounts/corp-admin"
 

@@ -2,78 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rotate.errors import EndpointUnavailable, OutcomeUnknown, Rejected, RemoteError
 from rotate.inventory import group_accounts
 from rotate.models import Credential, PendingCandidate, Row, Secret, Stage, Status
 from rotate.runbook import Options, Runbook
 from rotate.settings import EndpointSettings, PolicySettings, RunSettings, Settings
 from rotate.stores.memory import MemoryStore
-
-
-class FakeTarget:
-    """Holds passwords in a dict; per-target behaviour injected by the test."""
-
-    def __init__(
-        self, name: str, store: MemoryStore, *, probe_ok: bool = True, verifiable: bool = True
-    ) -> None:
-        self.name = name
-        self.store = store
-        self.probe_ok = probe_ok
-        self._verifiable = verifiable
-        self.held: dict[str, str] = {}
-        self.behaviour: dict[str, str] = {}
-        self.pushes = 0
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.pending_at_push: list[bool] = []
-
-    async def probe(self) -> str:
-        if not self.probe_ok:
-            raise EndpointUnavailable("probe failed: HTTP 503")
-        return "ok"
-
-    def verifiable(self, row: Row) -> bool:
-        return self._verifiable
-
-    async def push(self, row: Row, credential: Credential) -> None:
-        self.pushes += 1
-        # Invariant 1: the candidate is in Vault before the target sees it.
-        self.pending_at_push.append(row.vault_path in self.store.pending_paths())
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            await asyncio.sleep(0.005)
-            how = self.behaviour.get(row.target, "ok")
-            if how == "reject":
-                raise Rejected("HTTP 400: password too long")
-            if how == "unreachable":
-                raise RemoteError("failed after 3 attempt(s): ConnectError")
-            if how == "unknown":
-                self.held[row.target] = credential.password.reveal()
-                raise OutcomeUnknown("outcome unknown after 3 attempt(s): ReadTimeout")
-            self.held[row.target] = credential.password.reveal()
-            if how == "mismatch":
-                self.held[row.target] = "something-else"
-        finally:
-            self.in_flight -= 1
-
-    async def read_back(self, row: Row) -> Secret | None:
-        value = self.held.get(row.target)
-        return Secret(value) if value is not None else None
-
-    async def follow_up(self, row: Row, credential: Credential) -> list[str]:
-        if self.behaviour.get(row.target) == "followup-fails":
-            raise RemoteError("GET /SYMLINK?action=update: HTTP 503")
-        return [f"access link of {row.target} updated"]
-
-    async def aclose(self) -> None:
-        pass
+from tests.fakes import FakeTarget
 
 
 def make_rows(n: int, endpoint: str = "ep1") -> list[Row]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 
-from rotate.errors import EndpointUnavailable, OutcomeUnknown, Rejected, RemoteError, StoreError
+from rotate.errors import StoreError
 from rotate.models import (
     Credential,
     ItemResult,
@@ -22,74 +20,12 @@ from rotate.reconcile import reconcile, reconcile_exit_code
 from rotate.runbook import Options, Outcome, Runbook
 from rotate.settings import EndpointSettings, PolicySettings, RunSettings, Settings
 from rotate.stores.memory import MemoryStore
+from tests.fakes import FakeTarget
 
 CURRENT = "current-Pass-0001"
 PENDING = "pending-Pass-0002"
 DRIFTED = "drifted-Pass-0003"
 FOREIGN = "foreign-Pass-0004"
-
-
-class FakeTarget:
-    """Holds passwords in a dict; write-only or readable; per-target faults set by the test."""
-
-    def __init__(
-        self, name: str = "ep1", *, probe_ok: bool = True, write_only: bool = False
-    ) -> None:
-        self.name = name
-        self.probe_ok = probe_ok
-        self.write_only = write_only
-        self.held: dict[str, str] = {}
-        self.behaviour: dict[str, str] = {}
-        self.pushed: list[tuple[str, str]] = []  # (target, username) per push
-        self.reads = 0
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.on_read: Callable[[], None] = lambda: None
-
-    async def probe(self) -> str:
-        if not self.probe_ok:
-            raise EndpointUnavailable("probe failed: HTTP 503")
-        return "ok"
-
-    def verifiable(self, row: Row) -> bool:
-        return not self.write_only
-
-    async def _busy(self) -> None:
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            await asyncio.sleep(0.005)
-        finally:
-            self.in_flight -= 1
-
-    async def push(self, row: Row, credential: Credential) -> None:
-        self.pushed.append((row.target, credential.username))
-        await self._busy()
-        how = self.behaviour.get(row.target, "ok")
-        if how == "reject":
-            raise Rejected("HTTP 400: password too long")
-        if how == "unreachable":
-            raise RemoteError("failed after 3 attempt(s): ConnectError")
-        if how == "unknown":
-            raise OutcomeUnknown("outcome unknown after 3 attempt(s): ReadTimeout")
-        self.held[row.target] = credential.password.reveal()
-        if how == "mismatch":
-            self.held[row.target] = "something-else"
-
-    async def read_back(self, row: Row) -> Secret | None:
-        self.reads += 1
-        self.on_read()
-        await self._busy()
-        how = self.behaviour.get(row.target, "ok")
-        if how == "read_error" or (how == "read_error_after_push" and self.pushed):
-            raise RemoteError("HTTP 502 on GET /computer/<id>/RDP/credentials")
-        if how == "no_password":
-            return None
-        value = self.held.get(row.target)
-        return Secret(value) if value is not None else None
-
-    async def aclose(self) -> None:
-        pass
 
 
 def make_rows(n: int, endpoint: str = "ep1") -> list[Row]:

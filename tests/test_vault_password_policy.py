@@ -17,8 +17,9 @@ from rotate.runbook import Options, Runbook
 from rotate.settings import PolicySettings, load_settings
 from rotate.stores.memory import MemoryStore
 from rotate.stores.vault import VaultStore
+from tests.fakes import FakeTarget
 from tests.plugins.scene import World, cli, reconfigure
-from tests.test_pipeline import FakeTarget, make_rows, settings
+from tests.test_pipeline import make_rows, settings
 
 RULES = """
 length = 20
