@@ -1,4 +1,5 @@
-"""Shared fixtures: a real OpenBao dev server and the vendor simulators, on loopback."""
+"""Shared fixtures: a real OpenBao dev server and the vendor simulators, on loopback; and the
+test layers: a test that uses no server runs as a unit test, with network sockets disabled."""
 
 pytest_plugins = [
     "tests.plugins.openbao",
@@ -9,9 +10,55 @@ pytest_plugins = [
 ]
 
 import ssl  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 
 import httpx  # noqa: E402
 import pytest  # noqa: E402
+from pytest_socket import disable_socket, enable_socket  # noqa: E402
+
+#: fixtures that bring a server on loopback: a test using one is an integration test
+SERVER_FIXTURES = frozenset(
+    {
+        "openbao",
+        "openbao_client",
+        "vault_settings",
+        "vault_store",
+        "spare_vault",
+        "sim_host",
+        "world",
+        "make_world",
+        "slapd",
+        "private_slapd",
+        "samba",
+        "directory",
+        # a test's own listeners on loopback
+        "net",  # test_hostile: a fake Vault and a fake endpoint that count connections
+        "fake_vault",  # test_vaultauth: a Vault that answers Kubernetes logins
+        "hang_up",  # test_transport: a socket that hangs up after the request
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a server as `integration` (`-m "not integration"` runs the
+    unit layer alone)."""
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_have_no_network(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A unit test (no server, not marked `integration`) may not open a network socket; the
+    event loop's own Unix socket pair stays allowed."""
+    if request.node.get_closest_marker("integration") is not None:
+        yield
+        return
+    disable_socket(allow_unix_socket=True)
+    try:
+        yield
+    finally:
+        enable_socket()
 
 
 @pytest.fixture(autouse=True)

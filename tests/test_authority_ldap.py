@@ -468,6 +468,7 @@ async def test_starttls_and_plain_loopback(slapd: Slapd, closing: Any) -> None:
         old = new
 
 
+@pytest.mark.integration  # a socket of its own on loopback
 async def test_host_name_is_checked(closing: Any, tmp_path: Path) -> None:
     """A certificate from a trusted CA, for another name: refused (ldap3 alone would not)."""
     ca = trustme.CA()
@@ -845,6 +846,7 @@ def test_usable_login_names(kind: LdapType, username: str) -> None:
     assert kind.check_account(settings, username, "EXAMPLE", None) == []
 
 
+@pytest.mark.integration  # a socket of its own on loopback
 def test_empty_password_is_never_sent() -> None:
     settings, _ = parse(LDAP, url=f"ldap://127.0.0.1:{free_port()}")
     assert settings is not None

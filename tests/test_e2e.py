@@ -228,6 +228,7 @@ def test_report_after_run_is_compliant(world: World) -> None:
     assert all(i["last_rotated"] for i in after["items"])
 
 
+@pytest.mark.integration  # a socket of its own on loopback
 def test_make_demo_equivalent_subprocess(tmp_path: Path) -> None:
     """`rotate demo` as a user runs it: exit 0, reports listed, every row rotated, no server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}

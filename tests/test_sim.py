@@ -28,6 +28,8 @@ from rotate.vendors.sparkview.simulator import (
 GW_PASSWORD = "gateway-secret"
 GW_MD5 = hashlib.md5(GW_PASSWORD.encode(), usedforsecurity=False).hexdigest()
 
+pytestmark = pytest.mark.integration  # simulators served on loopback
+
 
 # -- helpers ---------------------------------------------------------------------------------
 @pytest.fixture

@@ -42,6 +42,8 @@ SCRIPT = textwrap.dedent(
     """
 )
 
+pytestmark = pytest.mark.integration  # simulators served on loopback
+
 
 def _free_port() -> int:
     with socket.socket() as s:

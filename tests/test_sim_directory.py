@@ -495,6 +495,7 @@ def test_dropped_connections_fault(ldap_dir: Directory) -> None:
     assert ldap_dir.state.counters.connections == 2
 
 
+@pytest.mark.integration  # a socket of its own on loopback
 def test_host_lists_and_stops_the_directory(tls: SimTLS) -> None:
     host = SimulatorHost(shutdown_timeout=0.2)
     try:

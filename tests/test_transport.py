@@ -93,6 +93,7 @@ def test_a_request_the_server_received_is_never_not_sent(hang_up: int) -> None:
     assert SECRET not in str(info.value)
 
 
+@pytest.mark.integration  # a socket of its own on loopback
 def test_a_refused_connection_is_not_sent() -> None:
     url = f"http://127.0.0.1:{_free_port()}/SERVER?gatewayPassword={SECRET}"
     with pytest.raises(httpx.ConnectError) as info:
