@@ -76,7 +76,7 @@ class Stage(enum.StrEnum):
 NO_AUTHORITY = "none"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     """One validated inventory row: one usage (a stored copy) of an account's password."""
 
@@ -118,7 +118,7 @@ class Row:
         return self.account or self.label
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Account:
     """One identity with one password, checked at its authority and stored by its usages."""
 
@@ -146,7 +146,7 @@ class Account:
         return f"Account({self.name!r}, {self.authority!r}, {len(self.usages)} usage(s))"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StaleUsage:
     """A usage that did not take its account's current password (recorded in Vault)."""
 
@@ -156,7 +156,7 @@ class StaleUsage:
     run_id: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Credential:
     """What a target stores and Vault keeps: username, password, optional domain."""
 
@@ -165,7 +165,7 @@ class Credential:
     domain: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PendingCandidate:
     """A staged password not yet promoted: the target may already hold it."""
 
@@ -175,7 +175,7 @@ class PendingCandidate:
     base_version: int | None = None  # the current version when it was staged
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecretState:
     """What Vault knows of one row's secret (no secret value in it but the pending one)."""
 
@@ -187,7 +187,7 @@ class SecretState:
     stale: Mapping[str, StaleUsage] = field(default_factory=dict)  # by usage label
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ItemResult:
     """The recorded outcome of one row. It has no password field, by construction."""
 
@@ -241,7 +241,7 @@ class ItemResult:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AccountResult:
     """The recorded outcome of one account: its change at the authority and its usages."""
 
