@@ -291,7 +291,7 @@ def _open_and_drive(
         authorities: dict[str, Authority] = {}
         if invocation.mode != "report":
             targets = build_targets(rows, settings, store)
-            authorities = build_authorities(group_accounts(rows), settings, store)
+            authorities = build_authorities(rows, settings, store)
         digest = start.inventory_sha + start.config_sha
         outcome = asyncio.run(
             _drive(invocation, rows, store, targets, authorities, start.run_id, lease, digest)

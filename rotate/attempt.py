@@ -12,7 +12,7 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from rotate import planner
@@ -53,7 +53,7 @@ class Took(enum.Enum):
     NOT_REACHED = "not_reached"  # nothing was sent (endpoint down, connection refused)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Push:
     """The outcome of sending one password to one usage."""
 
@@ -86,9 +86,11 @@ class Context:
     stopped: Callable[[], str] = lambda: ""
     # an account failed or is in doubt: told the moment it is known (failure threshold, canary)
     failing: Callable[[], None] = lambda: None
+    # an authority's type by its name (the records say which kind each account's is)
+    authority_types: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class AccountOutcome:
     """The account's recorded outcome and one result per usage."""
 
@@ -164,8 +166,10 @@ class Attempt:
         pushes: Sequence[Push] = (),
         version: int | None = None,
         rotated_at: datetime | None = None,
+        soon: bool | None = None,
     ) -> AccountOutcome:
-        """The account's result and one item per usage, from how far it got."""
+        """The account's result and one item per usage, from how far it got (`soon`: a
+        compliance report's "overdue before the next scheduled run")."""
         if status in (Status.FAILED, Status.IN_DOUBT):
             self.known_failure()
         by_label = {p.row.label: p for p in pushes}
@@ -173,12 +177,19 @@ class Attempt:
         items = []
         in_sync = stale = 0
         for row in self.account.usages:
+            # Built once, with everything: a 100,000-usage run makes no copies of its items.
             item = self.usage_item(
-                row, status, stage, reason, error, by_label.get(row.label), version, rotated_at
+                row,
+                status,
+                stage,
+                reason,
+                error,
+                by_label.get(row.label),
+                version,
+                rotated_at,
+                duration=duration,
+                soon=soon,
             )
-            item = replace(item, duration_s=duration)
-            if row.label in self._followups:
-                item = replace(item, followups=self._followups[row.label])
             items.append(item)
             if item.status in (Status.ROTATED, Status.REPAIRED, Status.IN_SYNC):
                 in_sync += 1
@@ -186,7 +197,7 @@ class Attempt:
                 stale += 1
         result = AccountResult(
             self.account,
-            authority_type="",  # filled in by the orchestrator, which knows the type
+            authority_type=self.ctx.authority_types.get(self.account.authority, "none"),
             status=status,
             reason=reason,
             error=error,
@@ -208,6 +219,9 @@ class Attempt:
         push: Push | None,
         version: int | None,
         rotated_at: datetime | None,
+        *,
+        duration: float = 0.0,
+        soon: bool | None = None,
     ) -> ItemResult:
         """One usage's result: the account's outcome, and what its own push proved."""
         repaired = self._repaired.get(row.label)
@@ -246,4 +260,7 @@ class Attempt:
             age_days=0.0 if rotated else planner.age_days(self.state, now_utc()),
             max_age_days=planner.max_age(self.account, self.ctx.default_max_age_days),
             last_failure_at=self.state.last_failure_at,
+            duration_s=duration,
+            followups=self._followups.get(row.label, ()),
+            due_before_next_run=soon,
         )

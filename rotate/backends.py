@@ -111,12 +111,12 @@ class _UnavailableAuthority:
 
 
 def build_authorities(
-    accounts: Sequence[Account], settings: Settings, store: SecretStore
+    rows: Sequence[Row], settings: Settings, store: SecretStore
 ) -> dict[str, Authority]:
-    """One authority per name the accounts use (copy-only ones need none)."""
+    """One authority per name the rows' accounts use (copy-only ones need none)."""
     secrets = Secrets(settings.env, store)
     built: dict[str, Authority] = {}
-    for name in sorted({a.authority for a in accounts if a.changes_host}):
+    for name in sorted({r.authority for r in rows if r.authority != NO_AUTHORITY}):
         config = settings.authorities[name]
         plugin = authority_type(config.type)
         if plugin is None:  # pragma: no cover - load_settings checked the type

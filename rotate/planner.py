@@ -10,7 +10,7 @@ from datetime import datetime
 from rotate.models import Account, Row, SecretState, Status
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """Whether an account is due now, and why (a sentence for the report)."""
 

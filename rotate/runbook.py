@@ -142,6 +142,7 @@ class Runbook:
         self.authorities = {NO_AUTHORITY: NoAuthority(), **(authorities or {})}
         self.options = options
         self.progress = progress or NullProgress()
+        self._authority_types = {n: a.type for n, a in settings.authorities.items()}
         self.aborted = ""  # set once: from then on no new account starts, nothing new is sent
         self.in_flight_at_abort = 0  # accounts under way when the run was aborted
         self._tolerated: float | None = None
@@ -244,6 +245,7 @@ class Runbook:
             generate=self.generate,
             stopped=lambda: self.aborted,
             failing=failing,
+            authority_types=self._authority_types,
         )
 
     async def generate(self, account: Account) -> Secret:
@@ -300,10 +302,7 @@ class Runbook:
         plan_hash: str = "",
     ) -> Outcome:
         items = sorted((i for o in outcomes for i in o.items), key=lambda i: i.row.line)
-        results = [
-            replace(o.result, authority_type=self.authority_type(o.result.account))
-            for o in outcomes
-        ]
+        results = [o.result for o in outcomes]
         return Outcome(
             items,
             list(probes.values()),
