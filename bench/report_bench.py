@@ -58,12 +58,10 @@ def build_record(mode: str, n: int) -> object:
         Drift,
         EndpointProbe,
         ItemResult,
-        Kind,
         Row,
         RunRecord,
         Stage,
         Status,
-        System,
     )
 
     names = [f"rx{e:02d}" for e in range(1, 16)] + [f"sv{e:02d}" for e in range(1, 6)]
@@ -71,7 +69,7 @@ def build_record(mode: str, n: int) -> object:
     probes = tuple(
         EndpointProbe(
             name,
-            System.SPARKVIEW if name.startswith("sv") else System.REMOTIX,
+            "sparkview" if name.startswith("sv") else "remotix",
             name != down,
             "connection refused" if name == down else "API 4.2",
         )
@@ -83,16 +81,16 @@ def build_record(mode: str, n: int) -> object:
         endpoint = names[i % ENDPOINTS]
         k = i // ENDPOINTS
         if endpoint.startswith("sv"):
-            kind, protocol, port = Kind.SERVER, "RDP", None
+            kind, protocol, port = "server", "RDP", None
             target = f"srv-{k:06d}"
         elif k % 2:
-            kind, protocol, port = Kind.CONNECTION, ("RDP", "NEAR", "APPLE")[k % 3], None
+            kind, protocol, port = "connection", ("RDP", "NEAR", "APPLE")[k % 3], None
             target = f"9f{k:06x}-5c1e-4a7b-9d2e-{i:012x}"
         else:
-            kind, protocol = Kind.COMPUTER, ("RDP", "NEAR", "VNC")[k % 3]
+            kind, protocol = "computer", ("RDP", "NEAR", "VNC")[k % 3]
             port = 3390 if k % 10 == 0 and protocol == "RDP" else None
             target = f"host-{k:06d}.corp.example.net"
-        path = f"rotate/{endpoint}/{kind.value}/{target}/{protocol}"
+        path = f"rotate/{endpoint}/{kind}/{target}/{protocol}"
         row = Row(
             line=i + 2,
             endpoint=endpoint,
@@ -149,13 +147,13 @@ def build_record(mode: str, n: int) -> object:
                     Status.ROTATED,
                     {
                         "stage": Stage.PROMOTED,
-                        "verified": kind is not Kind.CONNECTION,
+                        "verified": kind != "connection",
                         "vault_version": 1 + i % 9,
                         "duration_s": 0.05 + (i % 100) / 1000,
                         "last_rotated": STARTED + timedelta(seconds=i % 600),
                         "age_days": 0.0,
                         "followups": ("access link 5e0c1a9b updated",)
-                        if kind is Kind.SERVER and i % 3 == 0
+                        if kind == "server" and i % 3 == 0
                         else (),
                     },
                 )

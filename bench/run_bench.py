@@ -15,12 +15,18 @@ A benchmark, never a test: it prints figures and PASS/FAIL against the targets o
   (`GET /_sim/state`), the `stats` of its `--json` record when it has them;
 * the sequential peer (`bench/peer.py`), the script a user would write, on the same world.
 
-Scenarios (default: all three):
+Scenarios (default: all four):
 
   latency     10,000 credentials, 20 endpoints x 8 in flight, 50 ms per vendor request
   throughput  5,000 credentials, 0 ms latency
   large       100,000 rows: `rotate plan` and `rotate report` against an empty Vault prefix,
               then `rotate report` again once every row has a secret (as after a rotation)
+  shared      2,500 accounts of 4 usages each (10,000 rows over the 20 endpoints, 50 ms) on
+              one `ldap` authority: `rotate simulate`'s directory stand-in, 50 ms per
+              operation, reached through a relay here that counts the LDAP operations;
+              `rotate run`, then `rotate run --force`; the end state checked after each
+              (every usage holds its account's current password, which binds at the
+              directory; nothing pending or stale)
 
     .venv/bin/python bench/run_bench.py [--scenario NAME ...] [--quick]
         [--rows N] [--endpoints E] [--latency-ms L] [--concurrency C] [--timeout S]
@@ -45,16 +51,21 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+import ldap3  # type: ignore[import-untyped,unused-ignore]
+
 from rotate.devvault import DevVault
-from rotate.inventory import load_inventory
+from rotate.inventory import group_accounts, load_inventory
+from rotate.models import Account
 from rotate.settings import load_settings
 from rotate.stores.kv import fan_out
 from rotate.stores.kvhttp import HttpKV
@@ -66,6 +77,11 @@ PREFIX = "bench"
 _MEASURED = Path(__file__).resolve().with_name("measured.py")
 USERNAMES = ("administrator", "svc-backup", "svc-scan", "jdoe", "asmith", "kiosk", "ops")
 CSV_HEADER = ("endpoint", "kind", "target", "protocol", "port", "username", "domain", "policy")
+SHARED_HEADER = (*CSV_HEADER, "account", "authority")
+DIRECTORY = "dir"  # the ldap authority of the shared scenario
+DIRECTORY_BIND_DN = "cn=rotate,dc=example,dc=org"
+DIRECTORY_BIND_ENV = "BENCH_DIR_BIND"
+DIRECTORY_BASE_DN = "ou=people,dc=example,dc=org"
 _PLACEHOLDER_URL = "http://127.0.0.1:9"  # the simulators pick free ports (--free-ports)
 _SIM_START_S = 300.0  # seeding 100,000 rows takes a while on two cores
 _PEER_SAMPLE = 500  # with latency, the peer is timed on the first rows and extrapolated
@@ -91,13 +107,27 @@ class Scenario:
     max_rss_mb: float | None = None
     peer_sample: int | None = None  # None: _PEER_SAMPLE with latency, all rows without
     custom: bool = False  # parameters differ from the issue's: targets are not judged
+    usages: int = 1  # usages per account; above 1 the accounts live in one LDAP directory
+    ldap_connections: int = 0  # [authorities.<name>] connections (0: rotate's default)
+
+    @property
+    def shared(self) -> bool:
+        return self.kind == "shared"
 
     def describe(self) -> str:
-        what = "rotate plan + report" if self.kind == "inventory" else "rotate run"
-        return (
-            f"{self.name}: {what}, {self.rows:,} credentials over {self.endpoints} endpoints, "
-            f"{self.concurrency} in flight per endpoint, {self.latency_ms:g} ms per vendor request"
+        what = {"inventory": "rotate plan + report", "shared": "rotate run, then run --force"}
+        text = (
+            f"{self.name}: {what.get(self.kind, 'rotate run')}, {self.rows:,} credentials over "
+            f"{self.endpoints} endpoints, {self.concurrency} in flight per endpoint, "
+            f"{self.latency_ms:g} ms per vendor request"
         )
+        if self.shared:
+            text += (
+                f"; {self.rows // self.usages:,} accounts of {self.usages} usages on one ldap "
+                f"authority ({self.latency_ms:g} ms per operation, connections = "
+                f"{self.ldap_connections or 'default'})"
+            )
+        return text
 
 
 SCENARIOS = {
@@ -105,6 +135,9 @@ SCENARIOS = {
     "throughput": Scenario("throughput", 5_000, latency_ms=0.0, min_rate=400.0),
     "large": Scenario(
         "large", 100_000, latency_ms=0.0, kind="inventory", max_wall_s=60.0, max_rss_mb=300.0
+    ),
+    "shared": Scenario(
+        "shared", 10_000, latency_ms=50.0, kind="shared", usages=4, ldap_connections=32
     ),
 }
 QUICK = Scenario("quick", 1_000, latency_ms=50.0, peer_sample=200, custom=True)
@@ -133,12 +166,19 @@ def fleet(count: int) -> list[Endpoint]:
     ]
 
 
-def make_inventory(rows: int, endpoints: Sequence[Endpoint]) -> list[tuple[str, ...]]:
+def make_inventory(
+    rows: int, endpoints: Sequence[Endpoint], usages: int = 1
+) -> list[tuple[str, ...]]:
     """`rows` distinct credentials, round-robin over `endpoints` so each gets its share.
 
     On a Remotix endpoint every fourth-row cycle holds two address-book connections
     (RDP/NEAR/APPLE, write-only) and one cloud computer with an RDP and a NEAR connection
     (read back); on a Spark View endpoint every row is a server (read back).
+
+    With `usages` above 1, every `usages` consecutive rows (so on as many different
+    endpoints) are the usages of one account of the LDAP authority (`account`, `authority`
+    columns; the account's uid as username, no domain); else each row is an account of its
+    own and the config's `[run] authority = "none"` applies (copies only).
     """
     out: list[tuple[str, ...]] = []
     for i in range(rows):
@@ -146,6 +186,8 @@ def make_inventory(rows: int, endpoints: Sequence[Endpoint]) -> list[tuple[str, 
         k = i // len(endpoints)  # this row's index on its endpoint
         user = USERNAMES[i % len(USERNAMES)]
         domain = "EXAMPLE" if i % 2 else ""
+        if usages > 1:
+            user, domain = f"svc-{i // usages:06d}", ""
         if e.system == "sparkview":
             out.append((e.name, "server", f"srv-{i:06d}", "RDP", "", user, domain, ""))
         elif k % 4 in (0, 2):
@@ -160,13 +202,16 @@ def make_inventory(rows: int, endpoints: Sequence[Endpoint]) -> list[tuple[str, 
             out.append(
                 (e.name, "computer", computer, protocol, "", user, domain * (protocol == "RDP"), "")
             )
+    if usages > 1:
+        out = [(*r, f"acct-{i // usages:06d}", DIRECTORY) for i, r in enumerate(out)]
     return out
 
 
 def write_inventory(path: Path, rows: Sequence[tuple[str, ...]]) -> Path:
+    header = CSV_HEADER if not rows or len(rows[0]) == len(CSV_HEADER) else SHARED_HEADER
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(CSV_HEADER)
+        writer.writerow(header)
         writer.writerows(rows)
     return path
 
@@ -183,8 +228,10 @@ def config_text(
     endpoints: Sequence[Endpoint],
     urls: Mapping[str, str],
     per_endpoint: int,
+    directory: tuple[str, int] | None = None,
 ) -> str:
-    """rotate's TOML config for the scenario: E x C items in flight, C per endpoint."""
+    """rotate's TOML config for the scenario: E x C items in flight, C per endpoint; with
+    `directory` (its URL and `connections`), the shared scenario's ldap authority."""
     out = [
         "# generated by bench/run_bench.py",
         "[vault]",
@@ -200,6 +247,7 @@ def config_text(
         "retries = 3",
         "max_age_days = 90",
         'lease_name = "bench"',
+        'authority = "none"',
         "",
         "[policies.default]",
         "length = 20",
@@ -213,6 +261,20 @@ def config_text(
         ]
         if e.system == "sparkview":
             out.append(f'gateway_password_env = "{e.gateway_env}"')
+        out.append("")
+    if directory is not None:
+        url, connections = directory
+        out += [
+            f"[authorities.{DIRECTORY}]",
+            'type = "ldap"',
+            f'url = "{url}"',
+            f'bind_dn = "{DIRECTORY_BIND_DN}"',
+            f'bind_password_env = "{DIRECTORY_BIND_ENV}"',
+            f'base_dn = "{DIRECTORY_BASE_DN}"',
+            "timeout_s = 10",
+        ]
+        if connections:
+            out.append(f"connections = {connections}")
         out.append("")
     return "\n".join(out)
 
@@ -435,6 +497,7 @@ class Simulators:
         self.latency_ms = latency_ms
         self.env = dict(env)
         self.urls: dict[str, str] = {}
+        self.directories: dict[str, str] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._out = config.with_name("simulate.out")
         self._log = config.with_name("simulate.log")
@@ -443,8 +506,11 @@ class Simulators:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def start(self, expected: int, timeout_s: float = _SIM_START_S) -> dict[str, str]:
-        """Start serving; return each endpoint's URL once all `expected` listen."""
+    def start(
+        self, expected: int, timeout_s: float = _SIM_START_S, directories: int = 0
+    ) -> dict[str, str]:
+        """Start serving; return each endpoint's URL once all `expected` listen (and the
+        `directories` stand-ins, whose URLs land in `self.directories`)."""
         argv = [
             sys.executable,
             "-m",
@@ -470,9 +536,12 @@ class Simulators:
         deadline = time.monotonic() + timeout_s
         while True:
             # `rotate simulate` prints "<name> <system> <url>" per endpoint once it listens
+            # (and "<name> <type> <url>" per directory stand-in, ldap:// or ldaps://)
             lines = [ln.split() for ln in self._out.read_text().splitlines()]
-            self.urls = {p[0]: p[2] for p in lines if len(p) == 3}
-            if len(self.urls) >= expected:
+            found = {p[0]: p[2] for p in lines if len(p) == 3 and "://" in p[2]}
+            self.urls = {n: u for n, u in found.items() if u.startswith("http")}
+            self.directories = {n: u for n, u in found.items() if u.startswith("ldap")}
+            if len(self.urls) >= expected and len(self.directories) >= directories:
                 return self.urls
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 tail = self._log.read_text(errors="replace")[-2000:]
@@ -516,6 +585,189 @@ class Simulators:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --- counting what reaches the directory ---------------------------------------------------
+
+# LDAP protocol operations by their BER tag (RFC 4511, [APPLICATION n])
+_LDAP_REQUESTS = {
+    0x60: "bind",
+    0x42: "unbind",
+    0x63: "search",
+    0x66: "modify",
+    0x68: "add",
+    0x4A: "delete",
+    0x6E: "compare",
+    0x50: "abandon",
+    0x77: "extended",
+}
+_LDAP_DONE = frozenset({0x61, 0x65, 0x67, 0x69, 0x6B, 0x6D, 0x6F, 0x78})  # final responses
+_EXTENDED = {
+    "1.3.6.1.4.1.4203.1.11.1": "password modify",
+    "1.3.6.1.4.1.4203.1.11.3": "whoami",
+    "1.3.6.1.4.1.1466.20037": "starttls",
+}
+
+
+def _ber_length(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
+    """(length, where the value starts) of the BER element whose length octets are at
+    `pos`, or None when `buf` ends first."""
+    if pos >= len(buf):
+        return None
+    first = buf[pos]
+    if first < 0x80:
+        return first, pos + 1
+    count = first & 0x7F
+    if pos + 1 + count > len(buf):
+        return None
+    return int.from_bytes(buf[pos + 1 : pos + 1 + count], "big"), pos + 1 + count
+
+
+def _ldap_messages(buf: bytearray) -> Iterator[bytes]:
+    """Each complete LDAPMessage's protocolOp (tag, length octets and value) at the head of
+    `buf`, consumed from it; an incomplete tail stays for the next read."""
+    while len(buf) >= 2:
+        head = _ber_length(buf, 1)
+        if head is None or head[1] + head[0] > len(buf):
+            return
+        length, start = head
+        end = start + length
+        ident = _ber_length(buf, start + 1)  # messageID: INTEGER
+        if ident is not None and ident[1] + ident[0] < end:
+            yield bytes(buf[ident[1] + ident[0] : end])
+        del buf[:end]
+
+
+def _first_value(op: bytes) -> bytes:
+    """The value of the first element inside a constructed protocolOp (b"" if none)."""
+    outer = _ber_length(op, 1)
+    if outer is None or outer[1] >= len(op):
+        return b""
+    inner = _ber_length(op, outer[1] + 1)
+    return b"" if inner is None else op[inner[1] : inner[1] + inner[0]]
+
+
+class LdapRelay:
+    """A TCP relay in front of a directory stand-in (plain LDAP) that counts the operations
+    rotate sends through it, by kind, the failed binds, the connections and the most
+    operations awaiting an answer at once. It reads the stream, never changes it, and
+    keeps no password (a bind's name is compared with the admin's DN, nothing else)."""
+
+    def __init__(self, upstream: str, admin_dn: str) -> None:
+        parts = urlsplit(upstream)
+        self._upstream = (parts.hostname or LOOPBACK, parts.port or 389)
+        self._admin = admin_dn.lower().encode()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ldap-relay")
+        self._server: asyncio.Server | None = None
+        self._lock = threading.Lock()
+        self.url = ""
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.ops: Counter[str] = Counter()
+            self.failed_binds = 0
+            self.connections = 0
+            self.max_in_flight = 0
+            self._in_flight = 0
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            out = dict(self.ops)
+            out.update(
+                failed_binds=self.failed_binds,
+                connections=self.connections,
+                max_in_flight=self.max_in_flight,
+            )
+        return out
+
+    def start(self) -> str:
+        self._thread.start()
+        server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._serve, LOOPBACK, 0, backlog=512), self._loop
+        ).result(10)
+        self._server = server
+        self.url = f"ldap://{LOOPBACK}:{server.sockets[0].getsockname()[1]}"
+        return self.url
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with self._lock:
+            self.connections += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        except OSError:
+            writer.close()
+            return
+        pumps = [
+            asyncio.ensure_future(self._pump(reader, up_writer, self._request)),
+            asyncio.ensure_future(self._pump(up_reader, writer, self._response)),
+        ]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in pumps:
+                task.cancel()
+            for w in (writer, up_writer):
+                w.close()
+
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        note: Callable[[bytes], None],
+    ) -> None:
+        buf = bytearray()
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            buf += chunk
+            for op in _ldap_messages(buf):
+                note(op)
+            await writer.drain()
+
+    def _request(self, op: bytes) -> None:
+        kind = _LDAP_REQUESTS.get(op[0], f"tag 0x{op[0]:02x}")
+        if kind == "bind":  # version INTEGER, then the name: the admin or an account
+            outer = _ber_length(op, 1)
+            version = outer and _ber_length(op, outer[1] + 1)
+            name = b""
+            if version:
+                named = _ber_length(op, version[1] + version[0] + 1)
+                if named:
+                    name = op[named[1] : named[1] + named[0]]
+            kind = "admin bind" if name.lower() == self._admin else "account bind"
+        elif kind == "extended":
+            kind = _EXTENDED.get(_first_value(op).decode(errors="replace"), "extended")
+        with self._lock:
+            self.ops[kind] += 1
+            if kind not in ("unbind", "abandon"):
+                self._in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
+    def _response(self, op: bytes) -> None:
+        if op[0] not in _LDAP_DONE:
+            return
+        with self._lock:
+            self._in_flight -= 1
+            if op[0] == 0x61 and _first_value(op) not in (b"\x00", b""):
+                self.failed_binds += 1
 
 
 # --- results -------------------------------------------------------------------------------
@@ -613,6 +865,7 @@ class World:
     sims: Simulators
     timeout_s: float
     profile: bool = False  # sample the rotate process with py-spy (figures then include it)
+    relay: LdapRelay | None = None  # the shared scenario: counts what reaches the directory
 
     def clock(self) -> CpuClock:
         return CpuClock(
@@ -667,20 +920,30 @@ def world(
     workdir = root / scenario.name
     workdir.mkdir(parents=True, exist_ok=True)
     endpoints = fleet(scenario.endpoints)
-    rows = make_inventory(scenario.rows, endpoints)
+    rows = make_inventory(scenario.rows, endpoints, scenario.usages if scenario.shared else 1)
     inventory = write_inventory(workdir / "inventory.csv", rows)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_", "ROTATE_"))}
     env.update({e.gateway_env: secrets.token_urlsafe(12) for e in endpoints})
+    # the shared scenario's directory: `rotate simulate` serves it, rotate binds as its admin
+    directory = ("ldap://127.0.0.1:9", scenario.ldap_connections) if scenario.shared else None
+    env[DIRECTORY_BIND_ENV] = secrets.token_urlsafe(12)
+    relay: LdapRelay | None = None
     with DevVault() as vault:
         env.update(VAULT_ADDR=vault.addr, VAULT_TOKEN=vault.token.reveal())
         config = workdir / "rotate.toml"
-        config.write_text(config_text(vault.addr, PREFIX, endpoints, {}, scenario.concurrency))
+        config.write_text(
+            config_text(vault.addr, PREFIX, endpoints, {}, scenario.concurrency, directory)
+        )
         sims = Simulators(inventory, config, scenario.latency_ms, env)
         try:
             say(f"OpenBao at {vault.addr}; starting {len(endpoints)} simulators")
-            urls = sims.start(len(endpoints))
+            urls = sims.start(len(endpoints), directories=int(directory is not None))
+            if directory is not None:
+                relay = LdapRelay(sims.directories[DIRECTORY], DIRECTORY_BIND_DN)
+                directory = (relay.start(), directory[1])
+                say(f"directory {sims.directories[DIRECTORY]}, counted through {relay.url}")
             config.write_text(
-                config_text(vault.addr, PREFIX, endpoints, urls, scenario.concurrency)
+                config_text(vault.addr, PREFIX, endpoints, urls, scenario.concurrency, directory)
             )
             yield World(
                 scenario,
@@ -694,8 +957,11 @@ def world(
                 sims,
                 timeout_s,
                 profile,
+                relay,
             )
         finally:
+            if relay is not None:
+                relay.stop()
             sims.stop()
 
 
@@ -813,6 +1079,213 @@ def run_peer(w: World, o: Outcome, rotate_wall_s: float, say: Say) -> None:
         f"{peer_rate:,.1f} credentials/s, {peer_wall:,.1f} s for {n:,} ({how})",
     )
     o.add("speed-up over the peer", f"{peer_wall / rotate_wall_s:.1f}x")
+
+
+def shared_scenario(w: World, say: Say) -> Outcome:
+    """Accounts of several usages on one ldap authority: `rotate run` (every account set at
+    the directory for the first time), then `rotate run --force` (each account verified with
+    Vault's current password first); after each, the end state is checked from outside."""
+    s = w.scenario
+    o = Outcome(s)
+    n = len(w.rows)
+    accounts = len({r[-2] for r in w.rows})
+    relay = w.relay
+    assert relay is not None
+    connections = s.ldap_connections or 4
+    trips = sum(vendor_trips(r) for r in w.rows)
+    for tag, extra in (("run", ()), ("force", ("--force",))):
+        label = "run 1" if tag == "run" else "run 2 (--force)"
+        w.sims.reset_counters()
+        relay.reset()
+        say(f"rotate run {' '.join(extra)}: {accounts:,} accounts, {n:,} usages")
+        m, share, record = w.rotate("run", tag, *extra)
+        o.note_cpu(f"rotate {label}", share)
+        counters = w.sims.counters()
+        ops = relay.snapshot()
+        items = (record or {}).get("items") or []
+        records = (record or {}).get("accounts") or []
+        rotated = sum(1 for i in items if i.get("status") == "rotated")
+        done = sum(1 for a in records if a.get("status") == "rotated")
+        verified = sum(1 for a in records if a.get("login_verified") is True)
+        ok_run = m.exit_code == 0 and rotated == n == len(items) and done == accounts
+        if m.timed_out:
+            o.problems.append(f"rotate {label} killed after {w.timeout_s:g} s")
+        elif not ok_run:
+            statuses = Counter(str(a.get("status")) for a in records)
+            o.problems.append(
+                f"rotate {label} exited {m.exit_code}, {done}/{accounts} accounts and "
+                f"{rotated}/{n} usages rotated, accounts {dict(statuses)}; "
+                f"log {m.log}: {_tail(m.log)}"
+            )
+        wall = f"{m.wall_s:.1f} s" + (" (killed at the timeout)" if m.timed_out else "")
+        o.add(f"{label}: wall time", wall)
+        o.add(
+            f"{label}: accounts/s, usages/s",
+            f"{accounts / m.wall_s:,.0f}, {n / m.wall_s:,.0f}",
+        )
+        o.add(
+            f"{label}: exit, accounts / usages rotated",
+            f"{m.exit_code}, {done:,}/{accounts:,} / {rotated:,}/{n:,} "
+            f"({verified:,} logins verified)",
+            "0, all",
+            ok_run,
+            check=True,
+        )
+        o.add(f"{label}: peak RSS (rotate)", f"{m.max_rss_mb:.0f} MB")
+        o.add(
+            f"{label}: CPU s / 1,000 usages",
+            f"{m.cpu_s * 1000 / n:.2f} s (total {m.cpu_s:.1f} s: "
+            f"{m.cpu_s / m.wall_s:.2f} of a core)",
+        )
+        o.add(f"{label}: CPU of the others", share.describe(_cores()))
+        o.add(
+            f"{label}: Vault requests / usage",
+            f"{_per(_stats(record, 'vault_requests'), n)} (record; "
+            f"{_per(_stats(record, 'vault_requests'), accounts)} / account)",
+        )
+        sim_requests = sum(c["requests"] for c in counters.values())
+        o.add(
+            f"{label}: vendor requests / usage",
+            f"{_per(sim_requests, n)} (simulators), "
+            f"{_per(_stats(record, 'vendor_requests'), n)} (record), "
+            f"protocol minimum {trips / n:.2f}",
+        )
+        per_account = sum(v for k, v in ops.items() if k in _DIRECTORY_OPS) / accounts
+        kinds = ", ".join(f"{k} {ops[k] / accounts:.2f}" for k in _DIRECTORY_OPS if ops.get(k))
+        o.add(
+            f"{label}: directory operations / account",
+            f"{per_account:.2f} ({kinds}; failed binds {ops['failed_binds']}; "
+            f"{ops['connections']} connections)",
+        )
+        o.add(
+            f"{label}: directory operations in flight",
+            f"{ops['max_in_flight']} at most (connections = {connections})",
+            f"<= {connections}",
+            ops["max_in_flight"] <= connections,
+            check=True,
+        )
+        peak = max((c["max_in_flight"] for c in counters.values()), default=0)
+        o.add(
+            f"{label}: max in flight per endpoint",
+            f"{peak} (limit {s.concurrency})",
+            f"<= {s.concurrency}",
+            peak <= s.concurrency,
+            check=True,
+        )
+        if s.latency_ms > 0:
+            vendor_ideal = trips * s.latency_ms / 1000 / (s.endpoints * s.concurrency)
+            directory_ideal = per_account * accounts * s.latency_ms / 1000 / connections
+            o.add(
+                f"{label}: ideal (latency bound)",
+                f"vendors {vendor_ideal:.2f} s, directory {directory_ideal:.2f} s "
+                f"(= {per_account:.2f} ops x {s.latency_ms:g} ms x {accounts:,} / "
+                f"{connections}); wall / ideal "
+                f"{m.wall_s / max(vendor_ideal, directory_ideal):.1f}",
+            )
+        forbidden = sum(c["forbidden"] for c in counters.values())
+        if forbidden:
+            o.problems.append(f"{forbidden} forbidden vendor call(s) recorded by the simulators")
+        say(f"checking the end state of {label}")
+        summary, problems = end_state(w)
+        o.add(f"{label}: end state", summary, "all", not problems, check=True)
+        o.problems += [f"{label}: {p}" for p in problems[:20]]
+        if len(problems) > 20:
+            o.problems.append(f"{label}: ... and {len(problems) - 20} more")
+    return o
+
+
+_DIRECTORY_OPS = ("search", "admin bind", "account bind", "password modify", "modify", "whoami")
+
+
+def sim_passwords(w: World) -> dict[str, str | None]:
+    """What each simulator holds, by row label (`GET /_sim/state`: the state, passwords
+    included: a simulator's state is no secret)."""
+    held: dict[str, str | None] = {}
+    for name, url in w.sims.urls.items():
+        state = w.sims._call(f"{url}/_sim/state")
+        for row in w.rows:
+            if row[0] != name:
+                continue
+            endpoint, kind, target, protocol = row[:4]
+            if kind == "server":
+                creds = (state["servers"].get(target) or {}).get("rdp") or {}
+            elif kind == "connection":
+                creds = (state["connections"].get(target) or {}).get("credentials") or {}
+            else:
+                computer = state["computers"].get(target) or {}
+                creds = ((computer.get("connections") or {}).get(protocol) or {}).get(
+                    "credentials"
+                ) or {}
+            held[f"{endpoint}/{kind}/{target}/{protocol}"] = creds.get("password")
+    return held
+
+
+def end_state(w: World) -> tuple[str, list[str]]:
+    """After a run of the shared scenario: every usage holds its account's current password
+    in Vault, that password logs in at the directory (an LDAP bind from here, straight to the
+    stand-in), and no candidate is pending nor any usage recorded stale. Never a password in
+    the answer."""
+    settings = load_settings(w.config, w.env)
+    accounts = group_accounts(load_inventory(w.inventory, settings))
+    kv = HttpKV(settings.vault, w.vault.token.reveal)
+
+    async def read() -> tuple[list[Any], list[str], list[str]]:
+        try:
+            current = await fan_out(lambda a: kv.read(a.vault_path), accounts, 32)
+            pending = await kv.list(settings.vault.pending_root)
+            stale = await kv.list(settings.vault.stale_root)
+        finally:
+            await kv.aclose()
+        return current, pending, stale
+
+    current, pending, stale = asyncio.run(read())
+    held = sim_passwords(w)
+    problems: list[str] = []
+    if pending:
+        problems.append(f"{len(pending)} journal record(s) left pending")
+    if stale:
+        problems.append(f"{len(stale)} account(s) with usages recorded stale")
+    passwords: dict[str, str] = {}
+    in_sync = 0
+    for account, version in zip(accounts, current, strict=True):
+        password = (version.data or {}).get("password") if version is not None else None
+        if not isinstance(password, str):
+            problems.append(f"account {account.name}: no current password in Vault")
+            continue
+        passwords[account.name] = password
+        for row in account.usages:
+            if held.get(row.label) == password:
+                in_sync += 1
+            else:
+                problems.append(f"{row.label}: does not hold account {account.name}'s password")
+    url = w.sims.directories[DIRECTORY]
+
+    def logs_in(account: Account) -> bool:
+        password = passwords.get(account.name)
+        if password is None:
+            return False
+        dn = f"uid={account.username},{DIRECTORY_BASE_DN}"
+        conn = ldap3.Connection(ldap3.Server(url, connect_timeout=10), dn, password)
+        try:
+            return bool(conn.bind())
+        except ldap3.core.exceptions.LDAPException:
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                conn.unbind()
+
+    with ThreadPoolExecutor(32) as pool:
+        logged = list(pool.map(logs_in, accounts))
+    for account, ok in zip(accounts, logged, strict=True):
+        if not ok and account.name in passwords:
+            problems.append(f"account {account.name}: Vault's current does not log in")
+    usages = sum(len(a.usages) for a in accounts)
+    summary = (
+        f"{in_sync:,}/{usages:,} usages hold their account's current; "
+        f"{sum(logged):,}/{len(accounts):,} log in at the directory; "
+        f"pending {len(pending)}, stale {len(stale)}"
+    )
+    return summary, problems
 
 
 def inventory_scenario(w: World, say: Say) -> Outcome:
@@ -969,7 +1442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--scenario",
         action="append",
         choices=[*SCENARIOS, "all"],
-        help="a scenario to run (repeatable; default: all three)",
+        help="a scenario to run (repeatable; default: all four)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="1,000 credentials, 50 ms: a smoke check"
@@ -1024,6 +1497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with world(s, root, args.timeout, say, args.profile) as w:
                     if s.kind == "inventory":
                         outcome = inventory_scenario(w, say)
+                    elif s.shared:
+                        outcome = shared_scenario(w, say)
                     else:
                         outcome = run_scenario(w, not args.no_peer, say)
             except (RuntimeError, OSError) as exc:
