@@ -29,6 +29,7 @@ from rotate.errors import (
     StoreError,
     UsageError,
 )
+from rotate.heap import release_free_memory
 from rotate.inventory import group_accounts, load_inventory
 from rotate.lease import Lease
 from rotate.models import Row, RunRecord
@@ -300,6 +301,7 @@ def _open_and_drive(
         if lease is not None:
             lease.release()
         store.close()
+    release_free_memory()  # the run's transient pages (responses, tasks), before the reports
     stats = {
         "vault_requests": store.requests,
         "vendor_requests": sum(t.requests for t in targets.values()),

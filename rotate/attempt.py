@@ -12,7 +12,7 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from rotate import planner
@@ -88,6 +88,9 @@ class Context:
     failing: Callable[[], None] = lambda: None
     # an authority's type by its name (the records say which kind each account's is)
     authority_types: Mapping[str, str] = field(default_factory=dict)
+
+
+_HOLDS_CURRENT = frozenset({Status.ROTATED, Status.REPAIRED, Status.IN_SYNC})
 
 
 @dataclass(slots=True)
@@ -167,12 +170,14 @@ class Attempt:
         version: int | None = None,
         rotated_at: datetime | None = None,
         soon: bool | None = None,
+        compliance: bool = False,
     ) -> AccountOutcome:
-        """The account's result and one item per usage, from how far it got (`soon`: a
-        compliance report's "overdue before the next scheduled run")."""
+        """The account's result and one item per usage, from how far it got. `compliance`: a
+        report from Vault alone, where a usage is in sync unless Vault records it stale
+        (`soon`: overdue before the next scheduled run)."""
         if status in (Status.FAILED, Status.IN_DOUBT):
             self.known_failure()
-        by_label = {p.row.label: p for p in pushes}
+        by_label = {p.row.label: p for p in pushes} if pushes else {}
         duration = time.monotonic() - self.started
         items = []
         in_sync = stale = 0
@@ -190,15 +195,17 @@ class Attempt:
                 duration=duration,
                 soon=soon,
             )
+            if compliance and row.label in self.state.stale:
+                item = self._stale_in_vault(item)
             items.append(item)
-            if item.status in (Status.ROTATED, Status.REPAIRED, Status.IN_SYNC):
-                in_sync += 1
-            elif item.status is Status.STALE:
+            if item.status is Status.STALE:
                 stale += 1
+            elif item.status in _HOLDS_CURRENT or (compliance and self.state.current_version):
+                in_sync += 1
         result = AccountResult(
             self.account,
             authority_type=self.ctx.authority_types.get(self.account.authority, "none"),
-            status=status,
+            status=Status.STALE if compliance and stale else status,
             reason=reason,
             error=error,
             vault_version=version or self.state.current_version,
@@ -208,6 +215,18 @@ class Attempt:
             stale=stale,
         )
         return AccountOutcome(result, items)
+
+    def _stale_in_vault(self, item: ItemResult) -> ItemResult:
+        """A compliance item whose usage Vault records stale."""
+        stale = self.state.stale[item.row.label]
+        held = f"v{stale.held_version}" if stale.held_version else "an unknown version"
+        since = f" since {stale.since:%Y-%m-%d %H:%M} UTC" if stale.since else ""
+        return replace(
+            item,
+            status=Status.STALE,
+            reason=f"does not hold the account's current password (holds {held}{since}); "
+            "the next run repairs it",
+        )
 
     def usage_item(
         self,

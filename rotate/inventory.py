@@ -22,6 +22,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from rotate.errors import InventoryError, Problem
+from rotate.heap import release_free_memory
 from rotate.models import NO_AUTHORITY, Account, Row
 from rotate.passwords import validate_policy_for
 from rotate.registry import authority_type, kind_names, kind_spec, vendor_of
@@ -127,6 +128,8 @@ def load_inventory(
             ],
         )
     rows, problems = _validate(frame.iloc[1:], positions, lines, settings, scan_controls=odd)
+    del frame, text, lines
+    release_free_memory()  # the parse's transient pages, before the run's own allocations
     if problems:
         raise InventoryError(name, problems)
     return rows
@@ -309,7 +312,12 @@ def _validate(
 ) -> tuple[list[Row], list[Problem]]:
     """Every row checked against the contract and the settings; one pass, no row indexing."""
     blank = [""] * len(body)
-    values = [body[positions[c]].str.strip().tolist() if c in positions else blank for c in COLUMNS]
+    values = [
+        _one_object_per_value(body[positions[c]].str.strip().tolist(), c in _FEW_VALUES)
+        if c in positions
+        else blank
+        for c in COLUMNS
+    ]
     controls = _controls(values) if scan_controls else {}
     checker = _RowChecker(settings)
     rows: list[Row] = []
@@ -322,6 +330,21 @@ def _validate(
     problems = checker.problems + _account_problems(rows)
     problems.sort(key=lambda p: p.row or 0)
     return rows, problems
+
+
+# Columns with few distinct values: a 100,000-row inventory keeps one string per value,
+# not one per cell (about 150 bytes a row).
+_FEW_VALUES = frozenset(
+    {"endpoint", "kind", "username", "protocol", "domain", "policy", "owner", "authority", "host"}
+)
+
+
+def _one_object_per_value(column: list[str], few: bool) -> list[str]:
+    """The column with equal values as one string object, where values repeat."""
+    if not few:
+        return column
+    seen: dict[str, str] = {}
+    return [seen.setdefault(value, value) for value in column]
 
 
 def _account_problems(rows: Sequence[Row]) -> list[Problem]:
@@ -478,6 +501,7 @@ class _RowChecker:
         self.known_policies = ", ".join(sorted(settings.policies))
         self.known_authorities = ", ".join([NO_AUTHORITY, *sorted(settings.authorities)])
         self.line = 0
+        self.upper: dict[str, str] = {}  # each protocol spelling's upper case, made once
 
     def problem(self, column: str, message: str) -> None:
         self.problems.append(Problem(self.line, column, message))
@@ -507,9 +531,6 @@ class _RowChecker:
             return None
         if isinstance(port, _Invalid) or isinstance(max_age, _Invalid):  # pragma: no cover
             return None  # a problem was recorded: unreachable, here for the type checker
-        label = f"{cells.endpoint}/{kind.name}/{cells.target}/" + (
-            f"{protocol}_{port}" if port is not None else protocol
-        )
         return Row(
             line=line,
             endpoint=cells.endpoint,
@@ -524,7 +545,7 @@ class _RowChecker:
             vault_path=path or "",
             owner=cells.owner,
             notes=cells.notes,
-            account=cells.account or label,  # a row without one is an account of its own
+            account=cells.account,  # none: the row is an account of its own (Row.account)
             authority=authority,
             host=cells.host or None,
         )
@@ -590,7 +611,7 @@ class _RowChecker:
 
     def _protocol(self, cells: _Cells, kind: KindSpec | None) -> str | None:
         """The upper-case protocol (the kind's default if it has one), None if it is wrong."""
-        protocol = cells.protocol.upper()
+        protocol = self.upper.setdefault(cells.protocol, cells.protocol.upper())
         if kind is None:
             return None
         allowed = kind.protocols

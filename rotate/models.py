@@ -93,9 +93,18 @@ class Row:
     vault_path: str = ""  # the account's secret, relative to the KV mount
     owner: str = ""
     notes: str = ""
-    account: str = ""  # the account whose password this usage stores (default: its label)
+    account: str = ""  # the account whose password this usage stores (none named: its label)
     authority: str = NO_AUTHORITY  # where that password is checked ([authorities.<name>])
     host: str | None = None  # the host of a local account (ssh authorities)
+    # endpoint/kind/target/protocol[_port]: a short human name, and the usage's key in the
+    # journal, stale records and logs; made once (a run reads it several times a usage)
+    label: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        label = f"{self.endpoint}/{self.kind}/{self.target}/{self.protocol_suffix}"
+        object.__setattr__(self, "label", label)
+        if not self.account:  # a row that names no account is an account of its own
+            object.__setattr__(self, "account", label)
 
     @property
     def key(self) -> tuple[str, str, str, str, int | None]:
@@ -106,11 +115,6 @@ class Row:
     def protocol_suffix(self) -> str:
         """`RDP` or `RDP_3390`: the Remotix path segment of a computer connection."""
         return f"{self.protocol}_{self.port}" if self.port is not None else self.protocol
-
-    @property
-    def label(self) -> str:
-        """A short human name for logs: endpoint/kind/target/protocol[_port]."""
-        return f"{self.endpoint}/{self.kind}/{self.target}/{self.protocol_suffix}"
 
     @property
     def account_name(self) -> str:

@@ -32,6 +32,9 @@ def age_days(state: SecretState, now: datetime) -> float | None:
     return (now - state.rotated_at).total_seconds() / 86400
 
 
+NEVER_ROTATED = "never rotated"
+
+
 def max_age(item: Row | Account, default_max_age_days: int) -> int:
     """The usage's or account's own maximum age, else the config's default."""
     return item.max_age_days if item.max_age_days is not None else default_max_age_days
@@ -54,8 +57,8 @@ def decide(
     first = f"repair {len(state.stale)} stale usage(s) first; " if repair else ""
     limit = max_age(item, default_max_age_days)
     age = age_days(state, now)
-    if age is None:
-        return Decision(True, f"{first}never rotated", repair=repair)
+    if age is None:  # the common reason of a first run: one string for every account
+        return Decision(True, first + NEVER_ROTATED if repair else NEVER_ROTATED, repair=repair)
     if force:
         return Decision(True, f"{first}forced (age {age:.1f} d, max {limit} d)", repair=repair)
     if age >= limit:

@@ -113,29 +113,7 @@ async def report(book: Runbook, accounts: Sequence[Account]) -> Outcome:
         rotation = AccountRotation(
             ctx, account, state, planner.Decision(False, reason), book.authorities[NO_AUTHORITY]
         )
-        outcome = rotation.outcome(status, reason, soon=soon)
-        for i, item in enumerate(outcome.items):
-            stale = state.stale.get(item.row.label)
-            if stale is not None:
-                held = f"v{stale.held_version}" if stale.held_version else "an unknown version"
-                since = f" since {stale.since:%Y-%m-%d %H:%M} UTC" if stale.since else ""
-                item = replace(
-                    item,
-                    status=Status.STALE,
-                    reason=f"does not hold the account's current password (holds {held}"
-                    f"{since}); the next run repairs it",
-                )
-            outcome.items[i] = item
-        stale_count = sum(i.status is Status.STALE for i in outcome.items)
-        in_sync = len(account.usages) - stale_count if state.current_version else 0
-        if (stale_count, in_sync) != (outcome.result.stale, outcome.result.in_sync):
-            outcome.result = replace(
-                outcome.result,
-                status=Status.STALE if stale_count else status,
-                in_sync=in_sync,
-                stale=stale_count,
-            )
-        outcomes.append(outcome)
+        outcomes.append(rotation.outcome(status, reason, soon=soon, compliance=True))
     found = await drift(book, accounts, states) if book.options.check_drift else None
     record = book.record(outcomes, {}, {}, aborted="")
     record.drift = found

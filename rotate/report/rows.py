@@ -79,13 +79,14 @@ def _e(text: str) -> str:
 def _of_account(r: Row) -> str:
     """Under the username: the account the usage stores and where it is checked, when the
     row names an account or an authority (a row with neither is an account of its own)."""
+    own = r.account == r.label  # named no account: an account of its own
     if r.authority == NO_AUTHORITY:
-        if not r.account:
+        if own:
             return ""
         where = '<span class="copy-only">copy-only</span>'
     else:
         where = _e(r.authority)
-    name = f"{_e(r.account)} · " if r.account else ""
+    name = "" if own else f"{_e(r.account)} · "
     return f'<br><span class="acct" title="account · authority">{name}{where}</span>'
 
 

@@ -4,6 +4,8 @@ translation."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import random
 import ssl
 from collections.abc import Iterable, Mapping
@@ -53,12 +55,30 @@ class Redactor:
 
 
 def tls_context(endpoint: EndpointSettings) -> ssl.SSLContext | bool:
-    """Certificate checks against the system CAs or the endpoint's own; off only if insecure."""
+    """Certificate checks against the system CAs or the endpoint's own; off only if insecure.
+    Endpoints with the same files share one context (each holds the CA store: about 1 MB)."""
     if endpoint.insecure:
         return False
-    context = ssl.create_default_context(cafile=endpoint.ca_bundle)
-    if endpoint.client_cert:
-        context.load_cert_chain(endpoint.client_cert, endpoint.client_key)
+    files = (endpoint.ca_bundle, endpoint.client_cert, endpoint.client_key)
+    return _shared_context(files, tuple(_version(f) for f in files))
+
+
+def _version(path: str | None) -> int | None:
+    """Which version of a file a context was made from (a file replaced makes a new one)."""
+    try:
+        return os.stat(path).st_mtime_ns if path else None
+    except OSError:
+        return None  # loading it will say what is wrong
+
+
+@functools.lru_cache(maxsize=32)
+def _shared_context(
+    files: tuple[str | None, str | None, str | None], versions: tuple[int | None, ...]
+) -> ssl.SSLContext:
+    ca_bundle, client_cert, client_key = files
+    context = ssl.create_default_context(cafile=ca_bundle)
+    if client_cert:
+        context.load_cert_chain(client_cert, client_key)
     return context
 
 
