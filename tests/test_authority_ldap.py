@@ -22,8 +22,10 @@ from typing import Any
 
 import pytest
 import trustme
+from ldap3.core import exceptions as lx  # type: ignore[import-untyped,unused-ignore]
 
 from rotate.authorities.ldap import AD, LDAP, LdapAuthority, LdapSettings, LdapType
+from rotate.authorities.ldap_errors import exc_text
 from rotate.errors import (
     AdminRefused,
     AuthorityUnavailable,
@@ -82,8 +84,8 @@ class Directory:
     add_user: Callable[[str, str], str]  # (login name, password) -> DN
     can_bind: Callable[[str, str], bool]  # (DN, password) -> bound?
     weak_password: str  # refused by the directory's policy
-    freeze: Callable[[], None] | None = None  # stop answering (SIGSTOP) ...
-    thaw: Callable[[], None] | None = None  # ... and answer again
+    freeze: Callable[[], None]  # stop answering (SIGSTOP; a stand-in's `frozen`) ...
+    thaw: Callable[[], None]  # ... and answer again
 
     @property
     def attr(self) -> str:
@@ -180,6 +182,8 @@ def standin(sim_host: SimulatorHost, tmp_path: Path, flavour: str, base_dn: str)
         add_user=state.add_user,
         can_bind=lambda dn, password: bool(password) and state.dn_password(dn) == password,
         weak_password="short1",  # min length 7
+        freeze=lambda: setattr(state, "frozen", True),
+        thaw=lambda: setattr(state, "frozen", False),
     )
 
 
@@ -427,8 +431,6 @@ async def test_no_secret_in_errors_or_logs(
 
 
 async def test_stuck_server_change_is_not_success(directory: Directory, closing: Any) -> None:
-    if directory.freeze is None or directory.thaw is None:
-        pytest.skip("this directory cannot be frozen")
     name, dn, old = directory.user()
     new = strong_password()
     authority = directory.authority(timeout_s=1.0)
@@ -447,6 +449,21 @@ async def test_stuck_server_change_is_not_success(directory: Directory, closing:
     assert not directory.can_bind(dn, new)
     # and the authority recovers once the server answers again
     assert await authority.login(account(name), Secret(old)) is True
+
+
+def test_a_bind_that_timed_out_says_so_though_ldap3_calls_it_a_closed_connection() -> None:
+    """ldap3's rebind turns a receive timeout into "the server abruptly closed the
+    connection"; the cause it was raised from still says what happened."""
+    try:
+        try:
+            raise lx.LDAPSocketReceiveError("error receiving data: timed out")
+        except lx.LDAPSocketReceiveError:
+            raise lx.LDAPBindError("Unable to rebind, the server abruptly closed the connection")  # noqa: B904
+    except lx.LDAPBindError as exc:
+        text = exc_text(exc, ())
+    assert text == "no answer in time (Unable to rebind, the server abruptly closed the connection)"
+    closed = lx.LDAPBindError("the server abruptly closed the connection")
+    assert exc_text(closed, ()) == "the server abruptly closed the connection"
 
 
 # --- slapd only: TLS flavours, restarts, a server killed after the request ---------------

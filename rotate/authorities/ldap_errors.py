@@ -95,9 +95,24 @@ def exc_text(exc: BaseException, secrets: Iterable[str]) -> str:
         last = args[1][-1]
         exc = last[0] if isinstance(last, tuple) and last else exc
     text = clean(str(exc), secrets)
-    if isinstance(exc, lx.LDAPResponseTimeoutError) or "timed out" in text:
+    if _timed_out(exc):
         return f"no answer in time ({text})" if text else "no answer in time"
     return text or type(exc).__name__
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether the error, or one it was raised from, is a wait that ran out: ldap3's rebind
+    reports a bind that timed out as "the server abruptly closed the connection"."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain; never a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, lx.LDAPResponseTimeoutError | TimeoutError):
+            return True
+        if "timed out" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def tls_failure(exc: BaseException) -> bool:

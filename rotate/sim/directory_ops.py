@@ -88,6 +88,9 @@ class DirectoryOperations:
             latency = self.state.latency_s
             if latency > 0:
                 await asyncio.sleep(latency)
+            # set from the test's thread, which cannot wake an asyncio.Event: polled
+            while self.state.frozen:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
             controls = message["controls"]
             if is_present(controls) and any(bool(c["criticality"]) for c in controls):
                 code = UNAVAILABLE_CRITICAL_EXTENSION

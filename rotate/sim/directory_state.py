@@ -77,7 +77,9 @@ class DirectoryState:
     - `latency_s`: sleep this long before answering each operation;
     - `hang_changes`: never answer a password change (the client times out: outcome
       unknown), applying it first when `apply_before_hang` is set;
-    - `drop_connections`: close the next N connections right after accepting them.
+    - `drop_connections`: close the next N connections right after accepting them;
+    - `frozen`: answer nothing while set, as a stopped server (SIGSTOP): requests wait and
+      are answered once it is cleared, to whoever still listens.
     Policy: `min_length`, `complexity` (AD's rule: 3 of upper/lower/digit/other, and not the
     sAMAccountName), and `refuse(username, password) -> reason | None` (history-like).
     """
@@ -109,6 +111,7 @@ class DirectoryState:
         self.hang_changes = False
         self.apply_before_hang = False
         self.drop_connections = 0
+        self.frozen = False
         self.counters = DirectoryCounters()
         self.lock = threading.RLock()
         self._entries: dict[DNKey, Entry] = {}
