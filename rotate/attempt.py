@@ -178,7 +178,8 @@ class Attempt:
         if status in (Status.FAILED, Status.IN_DOUBT):
             self.known_failure()
         by_label = {p.row.label: p for p in pushes} if pushes else {}
-        duration = time.monotonic() - self.started
+        # a compliance report does nothing per account: no time of its own to record
+        duration = 0.0 if compliance else time.monotonic() - self.started
         items = []
         in_sync = stale = 0
         for row in self.account.usages:
