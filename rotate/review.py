@@ -37,7 +37,7 @@ async def plan(book: Runbook, accounts: Sequence[Account]) -> Outcome:
             return book.failed_read(account, state)
         return await _plan_one(book, ctx, account, state, decision, authority_probes)
 
-    outcomes = await fan_out(one, list(range(len(accounts))), book.width())
+    outcomes = await fan_out(one, range(len(accounts)), book.width())  # no list of 100,000 ints
     due: list[str] = []
     for account, state, decision in zip(accounts, states, decisions, strict=True):
         if decision is not None and decision.due:
