@@ -180,9 +180,11 @@ class Attempt:
         by_label = {p.row.label: p for p in pushes} if pushes else {}
         # a compliance report does nothing per account: no time of its own to record
         duration = 0.0 if compliance else time.monotonic() - self.started
-        items = []
+        usages = self.account.usages
+        # sized exactly (a list grown by append keeps room for 4: 100,000 accounts, 2.4 MB)
+        items: list[ItemResult] = [None] * len(usages)  # type: ignore[list-item]
         in_sync = stale = 0
-        for row in self.account.usages:
+        for i, row in enumerate(usages):
             # Built once, with everything: a 100,000-usage run makes no copies of its items.
             item = self.usage_item(
                 row,
@@ -198,7 +200,7 @@ class Attempt:
             )
             if compliance and row.label in self.state.stale:
                 item = self._stale_in_vault(item)
-            items.append(item)
+            items[i] = item
             if item.status is Status.STALE:
                 stale += 1
             elif item.status in _HOLDS_CURRENT or (compliance and self.state.current_version):
