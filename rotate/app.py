@@ -236,6 +236,7 @@ def _rows(invocation: Invocation) -> list[Row]:
     """The validated inventory (this shard's part of it), every input checked."""
     settings = invocation.settings
     rows = load_inventory(invocation.inventory, settings)
+    release_free_memory()  # the parse's transient pages, before the run's own allocations
     if invocation.shard is not None:
         rows = [r for r in rows if invocation.shard.holds(r)]
     if invocation.mode != "report":

@@ -179,7 +179,7 @@ def settings_warnings(rows: Sequence[Row], settings: Settings) -> tuple[str, ...
     for name in sorted({r.authority for r in rows}):
         config = settings.authorities.get(name)
         warnings += config.warnings() if config is not None else ()
-    copy_only = sorted({r.account_name for r in rows if r.authority == NO_AUTHORITY})
+    copy_only = sorted({r.account for r in rows if r.authority == NO_AUTHORITY})
     if copy_only:
         warnings += (f"{len(copy_only)} account(s) have authority = none: {COPY_ONLY}",)
     return warnings

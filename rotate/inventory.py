@@ -22,7 +22,6 @@ from typing import NamedTuple
 import pandas as pd
 
 from rotate.errors import InventoryError, Problem
-from rotate.heap import release_free_memory
 from rotate.models import NO_AUTHORITY, Account, Row
 from rotate.passwords import validate_policy_for
 from rotate.registry import authority_type, kind_names, kind_spec, vendor_of
@@ -128,8 +127,6 @@ def load_inventory(
             ],
         )
     rows, problems = _validate(frame.iloc[1:], positions, lines, settings, scan_controls=odd)
-    del frame, text, lines
-    release_free_memory()  # the parse's transient pages, before the run's own allocations
     if problems:
         raise InventoryError(name, problems)
     return rows
@@ -353,7 +350,7 @@ def _account_problems(rows: Sequence[Row]) -> list[Problem]:
     problems: list[Problem] = []
     first: dict[str, Row] = {}
     for row in rows:
-        seen = first.setdefault(row.account_name, row)
+        seen = first.setdefault(row.account, row)
         if seen is row:
             continue
         for column, mine, theirs in (
@@ -402,7 +399,7 @@ def _account_problems(rows: Sequence[Row]) -> list[Problem]:
                     row.line,
                     "vault_path",
                     f"vault path {_show(row.vault_path)} is also used by line {other.line}, "
-                    f"the secret of another account ({_show(other.account_name)})",
+                    f"the secret of another account ({_show(other.account)})",
                 )
             )
     return problems
@@ -412,7 +409,7 @@ def group_accounts(rows: Iterable[Row]) -> list[Account]:
     """The accounts of validated rows, in the order of their first usage."""
     groups: dict[str, list[Row]] = {}
     for row in rows:
-        groups.setdefault(row.account_name, []).append(row)
+        groups.setdefault(row.account, []).append(row)
     accounts = []
     for name, usages in groups.items():
         head = usages[0]

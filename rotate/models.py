@@ -116,11 +116,6 @@ class Row:
         """`RDP` or `RDP_3390`: the Remotix path segment of a computer connection."""
         return f"{self.protocol}_{self.port}" if self.port is not None else self.protocol
 
-    @property
-    def account_name(self) -> str:
-        """The account this usage stores: its `account`, or itself when it names none."""
-        return self.account or self.label
-
 
 @dataclass(frozen=True, slots=True)
 class Account:
@@ -222,7 +217,7 @@ class ItemResult:
             "port": r.port,
             "username": r.username,
             "domain": r.domain,
-            "account": r.account_name,
+            "account": r.account,
             "authority": r.authority,
             "host": r.host,
             "owner": r.owner,

@@ -129,7 +129,7 @@ class Shard:
     def holds(self, row: Row) -> bool:
         """Whether the row is this shard's: the same answer on every host, every time. Every
         usage of one account lands in the same shard (the key is the account)."""
-        key = row.account_name.encode()
+        key = row.account.encode()
         value = int.from_bytes(hashlib.sha256(key).digest()[:8], "big")
         return value % self.count == self.index
 

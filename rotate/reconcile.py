@@ -46,7 +46,7 @@ async def reconcile(runbook: Runbook, rows: Sequence[Row], repush: bool) -> Outc
     results: dict[int, ItemResult] = {}
     readable: list[tuple[int, Row, SecretState]] = []
     for i, row in enumerate(rows):
-        state = by_account[row.account_name]
+        state = by_account[row.account]
         if isinstance(state, StoreError):
             results[i] = ItemResult(
                 row, Status.FAILED, vault_path=row.vault_path, error=f"Vault not read: {state}"
@@ -63,7 +63,7 @@ async def reconcile(runbook: Runbook, rows: Sequence[Row], repush: bool) -> Outc
     async def one(w: tuple[int, Row, SecretState]) -> None:
         i, row, state = w
         progress.item_started(row)
-        item = _Usage(ctx, row, state, repush, row.account_name in shared)
+        item = _Usage(ctx, row, state, repush, row.account in shared)
         if runbook.aborted:  # the lease was lost: no new usage starts
             result = item.result(
                 Status.NOT_ATTEMPTED, "not started: run aborted", error=runbook.aborted

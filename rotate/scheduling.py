@@ -295,7 +295,7 @@ def log_outcome(book: Runbook, outcome: AccountOutcome) -> None:
             extra={
                 "run_id": book.options.run_id,
                 "item": row.label,
-                "account": row.account_name,
+                "account": row.account,
                 "endpoint": row.endpoint,
                 "stage": item.stage.value,
                 "outcome": item.status.value,

@@ -256,7 +256,7 @@ gateway_password_env = "{GW_ENV}"
         return list(self.users.values())[index]
 
     def usages(self, user: User) -> list[Row]:
-        return [r for r in self.rows if r.account_name == user.name]
+        return [r for r in self.rows if r.account == user.name]
 
     def held(self, row: Row) -> str | None:
         return sim_password(self.host.state(row.endpoint), row)

@@ -171,7 +171,7 @@ def test_wrong_gateway_password_endpoint_not_attempted(
     # An account whose usages all live on gw1 is not attempted; one with a usage elsewhere
     # (EXAMPLE\svc-hr: hr-rdp-01 on gw1, hr-rdp-02 on gw2) is changed, and its gw1 usage
     # recorded stale for the next run.
-    elsewhere = {r.account_name for r in world.rows if r.endpoint != "gw1"}
+    elsewhere = {r.account for r in world.rows if r.endpoint != "gw1"}
     for item in gw1:
         expected = "stale" if item["account"] in elsewhere else "not_attempted"
         assert item["status"] == expected, item
@@ -183,7 +183,7 @@ def test_wrong_gateway_password_endpoint_not_attempted(
     for row in world.rows_of("gw1"):
         assert world.pending(row) is None
         assert world.held(row) == world.initial[row.label]
-        if row.account_name not in elsewhere:
+        if row.account not in elsewhere:
             assert world.version(row) is None
     assert_no_secret_in_outputs(world, capsys.readouterr(), caplog, json_path)
 

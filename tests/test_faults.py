@@ -111,7 +111,7 @@ def assert_stale_on_the_new_password(world: World, endpoint: str) -> None:
     for row in world.rows_of(endpoint):
         if row.authority == "none":
             continue
-        account = world.account(row.account_name)
+        account = world.account(row.account)
         assert world.pending(row) is None
         assert world.current(row) != world.initial[row.label]
         assert world.authority_password(account) == world.current(row)
@@ -665,7 +665,7 @@ def test_rejected_password_is_discarded_and_the_current_stays_valid(
         else:
             # Changed at the authority already: the usage is stale, the next run re-pushes.
             assert item["status"] == "stale"
-            account = world.account(row.account_name)
+            account = world.account(row.account)
             assert world.authority_password(account) == world.current(row)
             assert world.version(row) == 2
     others = list(items.values())

@@ -97,7 +97,7 @@ def test_the_demo_inventory_loads_with_every_kind_and_protocol(demo_settings: Se
     assert all(r.owner and r.notes for r in rows)
     assert len({r.key for r in rows}) == len(rows)
     # one secret per account: rows of one account share it, accounts never do
-    accounts = {r.account_name: r.vault_path for r in rows}
+    accounts = {r.account: r.vault_path for r in rows}
     assert len(set(accounts.values())) == len(accounts) == 31
     assert {r.authority for r in rows} == {"corp-ad", "branch-ad", "design-ldap", "none"}
 

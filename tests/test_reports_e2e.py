@@ -24,7 +24,7 @@ def test_compliance_figures_match_seeded_vault_ages(world: World) -> None:
     """Ten rows seeded with known ages (max age 90 d): every status and percentage exact."""
     now = datetime.now(UTC)
     # Ten rows of ten different accounts (one secret each).
-    firsts = {r.account_name: r for r in reversed(world.rows)}
+    firsts = {r.account: r for r in reversed(world.rows)}
     rows = sorted(firsts.values(), key=lambda r: r.line)[:10]
     ages = {0: 1, 1: 8, 2: 45, 3: 80, 4: 95, 5: 200}  # row index -> days; 6..9 never rotated
     for i, days in ages.items():

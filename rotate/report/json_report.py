@@ -79,7 +79,7 @@ def _head(
         data["percentages"] = tally.percentages()
         data["account_percentages"] = accounts.percentages()
         data["stale_usages"] = [
-            {"usage": i.row.label, "account": i.row.account_name} for i in tally.stale
+            {"usage": i.row.label, "account": i.row.account} for i in tally.stale
         ]
         data["due_before_next_run"] = tally.soon
         data["age_histogram"] = [b.as_record() for b in tally.age_histogram()]

@@ -59,13 +59,13 @@ def seed_states(
                 f"line {row.line}: a {row.kind} row cannot live on "
                 f"{endpoint.system} endpoint {row.endpoint!r}"
             )
-        if row.account_name not in known:
+        if row.account not in known:
             length = min(PASSWORD_LENGTH, kind.max_password(row.protocol) or PASSWORD_LENGTH)
-            known[row.account_name] = "".join(choose(_ALPHABET) for _ in range(length))
+            known[row.account] = "".join(choose(_ALPHABET) for _ in range(length))
         state = states.get(row.endpoint)
         if state is None:
             state = states[row.endpoint] = vendor.simulator.new_state()
-        vendor.simulator.seed(state, row, known[row.account_name])
+        vendor.simulator.seed(state, row, known[row.account])
     return states
 
 

@@ -363,7 +363,7 @@ def lockouts(world: World) -> list[str]:
             problems.append(f"{row.label}: the target holds a password Vault does not have")
     for account in world.accounts:
         held = world.authority_password(account)
-        if held is None or account.name not in {r.account_name for r in world.rows}:
+        if held is None or account.name not in {r.account for r in world.rows}:
             continue
         usage = account.usages[0]
         known = {world.current(usage), world.pending(usage)} - {None}
