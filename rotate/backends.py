@@ -13,7 +13,7 @@ from rotate.errors import AuthorityUnavailable, ConfigError, EndpointUnavailable
 from rotate.models import NO_AUTHORITY, Account, Credential, Row, Secret
 from rotate.registry import authority_type, vendor_of
 from rotate.settings import Settings
-from rotate.stores.base import SecretStore
+from rotate.stores.base import DataPlane, SecretStore
 from rotate.vendors.base import EndpointSettings, Target
 
 
@@ -69,6 +69,9 @@ class Secrets:
             except StoreError as exc:
                 raise StoreError(f"{what} not readable from Vault: {exc}") from None
         raise ConfigError(f"{what}: environment variable {env_var} is not set")
+
+    def vault(self) -> DataPlane:
+        return self._vault()
 
     def optional(self, env_var: str | None) -> Secret | None:
         if env_var and self.env.get(env_var):

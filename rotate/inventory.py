@@ -568,7 +568,11 @@ class _RowChecker:
         plugin = authority_type(settings.type)
         if plugin is not None and cells.username:
             for column, message in plugin.check_account(
-                settings, cells.username, cells.domain or None, cells.host or None
+                settings,
+                cells.username,
+                cells.domain or None,
+                cells.host or None,
+                account=cells.account,
             ):
                 self.problem(column, message)
         return name

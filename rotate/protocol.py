@@ -19,7 +19,8 @@ Read it top to bottom like the runbook an operator would follow (`AccountRotatio
 
 An account whose copies are the only place its password lives (`authority = none`) skips
 steps 2 and 3: its candidate is promoted once a usage took it, and discarded only when none
-can hold it.
+can hold it. So does an account whose password another rotator owns (rotate/following.py):
+its candidate is that rotator's current password, and the rotator already holds it.
 
 Every failure is an outcome, never an exception that escapes: the orchestrator
 (rotate/runbook.py) records it and goes on with the other accounts.
@@ -122,7 +123,7 @@ class AccountRotation(Settlement):
             )
         if (halted := await self.halted()) is not None:
             return halted
-        if self.account.changes_host:
+        if self.changes_authority:
             stopped = await self.change_at_authority(resumed)
             if stopped is not None:
                 return stopped
@@ -130,7 +131,7 @@ class AccountRotation(Settlement):
             staged = await self.stage()
             if staged is not None:
                 return staged
-        elif not self.account.changes_host and (halted := await self.halted()) is not None:
+        elif not self.changes_authority and (halted := await self.halted()) is not None:
             return halted
         assert self.candidate is not None
         pushes = await self.push_all(self.candidate, resumed=resumed)

@@ -34,6 +34,7 @@ BUILTIN_AUTHORITIES = {
     "none": "rotate.authorities.none:TYPE",
     "ldap": "rotate.authorities.ldap:LDAP",
     "ad": "rotate.authorities.ldap:AD",
+    "vault-ldap": "rotate.authorities.vault_ldap:VAULT_LDAP",
 }
 
 #: built-in vendors: the `system` of an endpoint -> "module:attribute"

@@ -67,7 +67,7 @@ async def _plan_one(
         status, error = Status.NOT_ATTEMPTED, "no endpoint of its usages passed its probe"
     elif probe is not None and not probe.ok:
         status, error = Status.NOT_ATTEMPTED, f"authority {account.authority}: {probe.detail}"
-    elif decision.due and not decision.resume and account.changes_host:
+    elif decision.due and not decision.resume and rotation.changes_authority:
         held = await rotation.current_logs_in()
         if held is False and not book.options.force:
             status = Status.DRIFT

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TypeVar
 
-from rotate import passwords, planner
+from rotate import following, passwords, planner
 from rotate.authorities.base import Authority
 from rotate.authorities.none import NoAuthority
 from rotate.errors import (
@@ -27,6 +27,7 @@ from rotate.errors import (
     StoreError,
     StoreUnavailable,
 )
+from rotate.following import Following, NotFollowed, read_followed
 from rotate.models import (
     NO_AUTHORITY,
     Account,
@@ -149,6 +150,8 @@ class Runbook:
         self._failures = 0
         self._total = 0
         self.in_flight = 0
+        # accounts another rotator owns, by secret path: read by `read_states` (plan, run)
+        self.following: dict[str, Following] = {}
         self._canary: int | None = None  # the canary's size while it runs
 
     def abort(self, reason: str) -> None:
@@ -191,7 +194,19 @@ class Runbook:
                 return exc
             return replace(state, stale=stale[path]) if path in stale else state
 
-        return await fan_out(one, accounts, self.settings.vault.connections)
+        states = await fan_out(one, accounts, self.settings.vault.connections)
+        if self.options.mode not in ("plan", "run"):
+            return states
+        # Accounts another rotator owns: read it, compare with Vault's copy (rotate/following.py)
+        states, self.following = await read_followed(
+            accounts,
+            states,
+            self.authorities,
+            self.store,
+            width=self.settings.vault.connections,
+            write=self.options.mode == "run",
+        )
+        return states
 
     async def probe(self, names: Sequence[str]) -> dict[str, EndpointProbe]:
         """Probe each endpoint once, side by side; a failed probe means no writes there."""
@@ -250,6 +265,9 @@ class Runbook:
 
     async def generate(self, account: Account) -> Secret:
         """A new password per the account's policy: made here, or by a Vault password policy."""
+        followed = self.following.get(account.vault_path)
+        if followed is not None:  # another rotator made it: rotate only passes it on
+            return followed.password
         policy = self.settings.policies[account.policy]
         if policy.generator != "vault" or policy.vault_policy is None:
             return passwords.generate(policy)
@@ -270,12 +288,13 @@ class Runbook:
         states: Sequence[SecretState | StoreError],
         now: datetime,
     ) -> list[planner.Decision | None]:
+        run = self.settings.run
         return [
             None
             if isinstance(state, StoreError)
-            else planner.decide(
-                account, state, now, self.settings.run.max_age_days, self.options.force
-            )
+            else following.decide(state, found, self.options.force)
+            if (found := self.following.get(account.vault_path)) is not None
+            else planner.decide(account, state, now, run.max_age_days, self.options.force)
             for account, state in zip(accounts, states, strict=True)
         ]
 
@@ -288,7 +307,8 @@ class Runbook:
             planner.Decision(False, ""),
             self.authorities[NO_AUTHORITY],
         )
-        outcome = rotation.outcome(Status.FAILED, "Vault not read", error=str(error))
+        reason = error.reason if isinstance(error, NotFollowed) else "Vault not read"
+        outcome = rotation.outcome(Status.FAILED, reason, error=str(error))
         outcome.items = [replace(i, vault_version=None, age_days=None) for i in outcome.items]
         return outcome
 

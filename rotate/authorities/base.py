@@ -9,10 +9,12 @@ anything changes, and builds the `Authority` a run talks to.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
 
 from rotate.models import Account, Secret
+from rotate.stores.base import DataPlane
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,11 @@ class AuthoritySettings:
         """What every report must say about this authority's settings (checks switched off)."""
         return ()
 
+    @property
+    def follows(self) -> bool:
+        """Whether another rotator owns the password and rotate follows it (`Follower`)."""
+        return False
+
     def required_env(self) -> tuple[str, ...]:
         """Environment variables that must be set for a run (its own credential's, when it
         is not read from Vault): checked before any network call."""
@@ -43,6 +50,11 @@ class SecretSource(Protocol):
     def secret(self, env_var: str | None, vault_ref: str | None, what: str) -> Secret:
         """The secret named by `env_var` (if set) or `vault_ref` (`<path>#<key>`);
         ConfigError or StoreError naming `what` when neither gives one."""
+        ...
+
+    def vault(self) -> DataPlane:
+        """The run's Vault, for a back end that reads another secrets engine there;
+        StoreError when there is none."""
         ...
 
 
@@ -69,6 +81,25 @@ class Authority(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """An account's password as the rotator that owns it has it now."""
+
+    username: str  # the login name the rotator changes it for
+    password: Secret = field(repr=False)
+    rotated_at: datetime | None  # when the rotator last changed it, if it says
+
+
+@runtime_checkable
+class Follower(Protocol):
+    """An authority whose passwords another rotator owns (OpenBao/Vault's LDAP engine):
+    rotate never makes or changes one, it brings the usages to the rotator's."""
+
+    async def followed(self, account: Account) -> Followed:
+        """The rotator's current password of the account; RemoteError when not read."""
+        ...
+
+
 class AuthorityType(Protocol):
     """A kind of authority (`type = "ldap"`): a plugin the registry finds by its name."""
 
@@ -81,9 +112,16 @@ class AuthorityType(Protocol):
         ...
 
     def check_account(
-        self, settings: AuthoritySettings, username: str, domain: str | None, host: str | None
+        self,
+        settings: AuthoritySettings,
+        username: str,
+        domain: str | None,
+        host: str | None,
+        *,
+        account: str = "",
     ) -> list[tuple[str, str]]:
-        """What makes these login names unusable here, as (column, message) pairs."""
+        """What makes these login names (and the inventory's `account` value, "" when the row
+        names none) unusable here, as (column, message) pairs."""
         ...
 
     def build(self, settings: AuthoritySettings, secrets: SecretSource) -> Authority:

@@ -97,7 +97,13 @@ class LdapType:
         )
 
     def check_account(
-        self, settings: AuthoritySettings, username: str, domain: str | None, host: str | None
+        self,
+        settings: AuthoritySettings,
+        username: str,
+        domain: str | None,
+        host: str | None,
+        *,
+        account: str = "",
     ) -> list[tuple[str, str]]:
         attr = getattr(settings, "user_attr", "") or self.default_attr
         return username_problems(username, self.ad, attr)

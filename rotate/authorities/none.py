@@ -63,7 +63,13 @@ class NoneType:
         return built
 
     def check_account(
-        self, settings: AuthoritySettings, username: str, domain: str | None, host: str | None
+        self,
+        settings: AuthoritySettings,
+        username: str,
+        domain: str | None,
+        host: str | None,
+        *,
+        account: str = "",
     ) -> list[tuple[str, str]]:
         return []
 

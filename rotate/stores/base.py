@@ -113,6 +113,11 @@ class DataPlane(Protocol):
         """These usages (by label) of the account at `path` hold its current password now."""
         ...
 
+    async def read_engine(self, path: str) -> Mapping[str, object] | None:
+        """The `data` of a read at another secrets engine's `path` (`ldap/static-cred/R`),
+        None when it has nothing there."""
+        ...
+
     async def generate_password(self, policy: str) -> Secret:
         """A password from the Vault password policy `policy`."""
         ...

@@ -143,6 +143,8 @@ class MemoryStore(FaultInjection, KVSecrets):
             self, self._memory, settings.pending_root, settings.lease_root, settings.stale_root
         )
         self.password_policies: dict[str, int] = {}  # name -> length, for generate_password
+        # other secrets engines' answers, by path (`ldap/static-cred/<role>` -> its data)
+        self.engines: dict[str, dict[str, object]] = {}
         self.closed = False
 
     @property
@@ -165,6 +167,11 @@ class MemoryStore(FaultInjection, KVSecrets):
     list_paths = faulty(KVSecrets.list_paths)
 
     @faulty
+    async def read_engine(self, path: str) -> Mapping[str, object] | None:
+        """A copy of what `engines` holds at `path`."""
+        found = self.engines.get(path)
+        return dict(found) if found is not None else None
+
     async def generate_password(self, policy: str) -> Secret:
         """A password of the length registered for `policy` in `password_policies`."""
         if policy not in self.password_policies:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import hvac.exceptions as hvac_errors
 from hvac.utils import format_url
@@ -105,6 +106,17 @@ class VaultStore(KVSecrets):
         if not isinstance(value, str):
             raise StoreError(f"field {key!r} of secret {where} is not a string")
         return value
+
+    async def read_engine(self, path: str) -> Mapping[str, object] | None:
+        """The `data` of a read of a path outside the KV mount (`ldap/static-cred/<role>`)."""
+        url = "/".join(quote(segment, safe="") for segment in path.split("/"))
+        answer = await self._http.sys("GET", url, f"Vault path {path!r}")
+        if answer is None:
+            return None
+        data = answer.get("data")
+        if not isinstance(data, dict):
+            raise StoreError(f"Vault path {path!r} answered without data")
+        return data
 
     async def generate_password(self, policy: str) -> Secret:
         """A password from Vault's password policy `policy` (sys/policies/password)."""
