@@ -100,6 +100,7 @@ class Scheduler:
         ):
             if isinstance(state, StoreError) or decision is None:
                 outcomes[i] = self.book.failed_read(account, state)
+                log.warning("account %s: failed: %s", account.name, state)
             elif not decision.acts:
                 rotation = AccountRotation(
                     ctx, account, state, decision, self.book.authorities[NO_AUTHORITY]

@@ -231,7 +231,7 @@ def test_one_run_follows_an_engine_rotation_and_a_second_changes_nothing(
 
 
 def test_a_usage_that_cannot_take_the_engines_password_is_named_and_nothing_is_sent(
-    engine_scene: tuple[Scene, Engine],
+    engine_scene: tuple[Scene, Engine], caplog: pytest.LogCaptureFixture
 ) -> None:
     s, engine = engine_scene
     a = s.user(0)
@@ -252,3 +252,5 @@ def test_a_usage_that_cannot_take_the_engines_password_is_named_and_nothing_is_s
     assert "rx/computer/1001/VNC (line 3) takes at most 8 characters" in item["error"]
     assert s.writes() == writes
     assert s.current(a) == (None, None)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("takes at most 8 characters" in m and a.name in m for m in said), said
