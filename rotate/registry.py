@@ -34,6 +34,7 @@ BUILTIN_AUTHORITIES = {
     "none": "rotate.authorities.none:TYPE",
     "ldap": "rotate.authorities.ldap:LDAP",
     "ad": "rotate.authorities.ldap:AD",
+    "ssh": "rotate.authorities.ssh:SSH",
 }
 
 #: built-in vendors: the `system` of an endpoint -> "module:attribute"
