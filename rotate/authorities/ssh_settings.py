@@ -3,7 +3,9 @@
 Everything an inventory or a followed password could smuggle into a host is refused here,
 before any connection: `chpasswd` reads `user:password` lines on stdin, so a user name with
 `:`, a line break or any control character would set another account's password
-(`bob\\nroot:x`), and a password with a line break or a control character cannot be carried.
+(`bob\\nroot:x`), and a password with a line break or a control character cannot be carried
+(a `:` in a password can: chpasswd splits a line at its first `:`, and rotate's default
+symbols include it).
 A `host` is a name, an IPv4 address or a bracketed IPv6 address, with an optional `:port`:
 never anything an SSH client could read as an option (`-oProxyCommand=...`) or a login
 (`user@host`).
