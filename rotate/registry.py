@@ -34,6 +34,7 @@ BUILTIN_AUTHORITIES = {
     "none": "rotate.authorities.none:TYPE",
     "ldap": "rotate.authorities.ldap:LDAP",
     "ad": "rotate.authorities.ldap:AD",
+    "ssh": "rotate.authorities.ssh:SSH",
     "vault-ldap": "rotate.authorities.vault_ldap:VAULT_LDAP",
 }
 

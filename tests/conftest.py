@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.plugins.scene",
     "tests.plugins.slapd",
     "tests.plugins.samba",
+    "tests.plugins.sshd",
 ]
 
 import ssl  # noqa: E402
@@ -31,6 +32,8 @@ SERVER_FIXTURES = frozenset(
         "private_slapd",
         "samba",
         "directory",
+        "sshd",
+        "ssh_host",
         # a test's own listeners on loopback
         "net",  # test_hostile: a fake Vault and a fake endpoint that count connections
         "fake_vault",  # test_vaultauth: a Vault that answers Kubernetes logins
