@@ -117,6 +117,75 @@ def clean(text: str, secrets: Iterable[str], limit: int = _MESSAGE_LIMIT) -> str
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class _Trust:
+    """rotate's private key and the known hosts of one ssh authority."""
+
+    def __init__(self, settings: SshSettings, key_text: Secret | None) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self._key_text = key_text
+        self._key: asyncssh.SSHKey | None = None
+
+    def key(self, error: type[RemoteError] | type[AdminRefused]) -> asyncssh.SSHKey:
+        """rotate's private key (loaded once); `error` when it will not load."""
+        if self._key is not None:
+            return self._key
+        where = (
+            f"key_vault {self.settings.key_vault}"
+            if self._key_text is not None
+            else f"key_file {self.settings.key_file}"
+        )
+        secrets = [self._key_text.reveal()] if self._key_text is not None else []
+        try:
+            if self._key_text is not None:
+                key = asyncssh.import_private_key(self._key_text.reveal())
+            else:
+                key = asyncssh.read_private_key(str(self.settings.key_file))
+        except (asyncssh.KeyImportError, OSError, ValueError) as exc:
+            why = clean(getattr(exc, "strerror", None) or str(exc), secrets)
+            raise error(
+                f"authority {self.name}: rotate's private key ({where}) cannot be loaded: {why} "
+                "(an OpenSSH or PEM private key without a passphrase)"
+            ) from None
+        self._key = key
+        return key
+
+    def known_hosts(
+        self, error: type[RemoteError] | type[AuthorityUnavailable]
+    ) -> tuple[asyncssh.SSHKnownHosts, int]:
+        """The known_hosts file, read now (an edit applies to the next connection), and the
+        number of its entries."""
+        path = self.settings.known_hosts
+        try:
+            text = Path(path).read_text()
+            known = asyncssh.import_known_hosts(text)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            why = clean(getattr(exc, "strerror", None) or str(exc), ())
+            raise error(
+                f"authority {self.name}: known_hosts {path} cannot be read: {why}"
+            ) from None
+        entries = sum(1 for line in text.splitlines() if line.strip() and not line.startswith("#"))
+        return known, entries
+
+    def host_key_refusal(self, target: HostPort) -> str:
+        """Why a host's key was refused: not in known_hosts, or another key than recorded."""
+        path = self.settings.known_hosts
+        try:
+            known, _ = self.known_hosts(RemoteError)
+            recorded = known.match(target.host, target.host, target.port)[0]
+        except (RemoteError, ValueError):
+            recorded = []
+        if recorded:
+            return (
+                f"host key of {target} changed: it is not the one in known_hosts {path}; "
+                "refused (check the new key, then update the file)"
+            )
+        return (
+            f"host key of {target} not in known_hosts {path}: refused (add the host's key "
+            "after checking its fingerprint)"
+        )
+
+
 class SshAuthority:
     """Hosts over SSH in a run: an admin login that runs the command, password logins that
     check."""
@@ -124,8 +193,7 @@ class SshAuthority:
     def __init__(self, settings: SshSettings, key_text: Secret | None = None) -> None:
         self.name = settings.name
         self.settings = settings
-        self._key_text = key_text
-        self._key: asyncssh.SSHKey | None = None
+        self._trust = _Trust(settings, key_text)
         self._all = asyncio.Semaphore(settings.max_connections)
         self._hosts: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._open: set[asyncssh.SSHClientConnection] = set()
@@ -138,8 +206,8 @@ class SshAuthority:
     # -- the Authority protocol ------------------------------------------------------------
 
     async def probe(self) -> str:
-        key = self._load_key(AdminRefused)
-        entries = self._known_hosts(AuthorityUnavailable)[1]
+        key = self._trust.key(AdminRefused)
+        entries = self._trust.known_hosts(AuthorityUnavailable)[1]
         if not entries:
             raise AuthorityUnavailable(
                 f"authority {self.name}: known_hosts {self.settings.known_hosts} has no host "
@@ -175,7 +243,7 @@ class SshAuthority:
         target = self._target(account)
         if why := password_problem(password.reveal()):
             raise Rejected(f"authority {self.name}: {why}; nothing was sent to {target}")
-        key = self._load_key(RemoteError)
+        key = self._trust.key(RemoteError)
         async with self._slot(target):
             what = f"log in as {self.settings.login_user!r}"
             try:
@@ -224,7 +292,7 @@ class SshAuthority:
     ) -> asyncssh.SSHClientConnection:
         """A connection to `target` authenticated as `username`; PermissionDenied passes
         through, every other failure is a RemoteError naming the host (nothing was run)."""
-        known, _ = self._known_hosts(RemoteError)
+        known, _ = self._trust.known_hosts(RemoteError)
         lead = f"authority {self.name}: cannot {what} at {target}"
         try:
             conn = await asyncssh.connect(
@@ -244,7 +312,9 @@ class SshAuthority:
         except asyncssh.PermissionDenied:
             raise
         except asyncssh.HostKeyNotVerifiable:
-            raise RemoteError(f"authority {self.name}: {self._host_key_refusal(target)}") from None
+            raise RemoteError(
+                f"authority {self.name}: {self._trust.host_key_refusal(target)}"
+            ) from None
         except TimeoutError:
             raise RemoteError(f"{lead}: no answer in {self.settings.timeout_s:g} s") from None
         except asyncssh.Error as exc:
@@ -314,67 +384,6 @@ class SshAuthority:
         raise Rejected(
             f"authority {self.name}: {target} refused the password of {username!r}: "
             f"{command!r} exited with status {status}: {said}"
-        )
-
-    # -- keys ------------------------------------------------------------------------------
-
-    def _load_key(self, error: type[RemoteError] | type[AdminRefused]) -> asyncssh.SSHKey:
-        """rotate's private key (loaded once); `error` when it will not load."""
-        if self._key is not None:
-            return self._key
-        where = (
-            f"key_vault {self.settings.key_vault}"
-            if self._key_text is not None
-            else f"key_file {self.settings.key_file}"
-        )
-        secrets = [self._key_text.reveal()] if self._key_text is not None else []
-        try:
-            if self._key_text is not None:
-                key = asyncssh.import_private_key(self._key_text.reveal())
-            else:
-                key = asyncssh.read_private_key(str(self.settings.key_file))
-        except (asyncssh.KeyImportError, OSError, ValueError) as exc:
-            why = clean(getattr(exc, "strerror", None) or str(exc), secrets)
-            raise error(
-                f"authority {self.name}: rotate's private key ({where}) cannot be loaded: {why} "
-                "(an OpenSSH or PEM private key without a passphrase)"
-            ) from None
-        self._key = key
-        return key
-
-    def _known_hosts(
-        self, error: type[RemoteError] | type[AuthorityUnavailable]
-    ) -> tuple[asyncssh.SSHKnownHosts, int]:
-        """The known_hosts file, read now (an edit applies to the next connection), and the
-        number of its entries."""
-        path = self.settings.known_hosts
-        try:
-            text = Path(path).read_text()
-            known = asyncssh.import_known_hosts(text)
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            why = clean(getattr(exc, "strerror", None) or str(exc), ())
-            raise error(
-                f"authority {self.name}: known_hosts {path} cannot be read: {why}"
-            ) from None
-        entries = sum(1 for line in text.splitlines() if line.strip() and not line.startswith("#"))
-        return known, entries
-
-    def _host_key_refusal(self, target: HostPort) -> str:
-        """Why a host's key was refused: not in known_hosts, or another key than recorded."""
-        path = self.settings.known_hosts
-        try:
-            known, _ = self._known_hosts(RemoteError)
-            recorded = known.match(target.host, target.host, target.port)[0]
-        except (RemoteError, ValueError):
-            recorded = []
-        if recorded:
-            return (
-                f"host key of {target} changed: it is not the one in known_hosts {path}; "
-                "refused (check the new key, then update the file)"
-            )
-        return (
-            f"host key of {target} not in known_hosts {path}: refused (add the host's key "
-            "after checking its fingerprint)"
         )
 
     def _target(self, account: Account) -> HostPort:
