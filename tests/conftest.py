@@ -31,6 +31,7 @@ SERVER_FIXTURES = frozenset(
         "private_slapd",
         "samba",
         "directory",
+        "ssh_host",  # test_sim_sshhost: the SSH host stand-in
         # a test's own listeners on loopback
         "net",  # test_hostile: a fake Vault and a fake endpoint that count connections
         "fake_vault",  # test_vaultauth: a Vault that answers Kubernetes logins
