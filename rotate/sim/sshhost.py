@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import warnings
+from pathlib import Path
 
 from rotate.sim.sshhost_state import CommandResult, SshHostCounters, SshHostState
 
@@ -39,6 +41,8 @@ __all__ = [
     "SshHostServer",
     "SshHostState",
     "known_hosts_line",
+    "new_key_pair",
+    "public_key_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,33 @@ def known_hosts_line(host: str, port: int, key: asyncssh.SSHKey) -> str:
     name = host if port == 22 else f"[{host}]:{port}"
     public = key.export_public_key("openssh").decode().split()
     return f"{name} {public[0]} {public[1]}"
+
+
+def new_key_pair(path: Path) -> tuple[Path, str]:
+    """A new ed25519 key pair: the private key written to `path` (OpenSSH format, mode 0600,
+    never over an existing file), the public one to `<path>.pub`; (path, public key line)."""
+    key = asyncssh.generate_private_key("ssh-ed25519", comment="rotate-admin")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as private:
+        private.write(key.export_private_key("openssh"))
+    public = key.export_public_key("openssh").decode().strip()
+    path.with_name(path.name + ".pub").write_text(public + "\n")
+    return path, public
+
+
+def public_key_of(key_file: Path) -> str:
+    """The OpenSSH public key line of a private key file: `<key_file>.pub` when it is there,
+    else read from the (unencrypted) private key; ValueError saying why not."""
+    pub = key_file.with_name(key_file.name + ".pub")
+    try:
+        if pub.exists():
+            key = asyncssh.import_public_key(pub.read_bytes())
+        else:
+            key = asyncssh.read_private_key(key_file).convert_to_public()
+    except (OSError, asyncssh.KeyImportError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ValueError(f"cannot read the SSH key {key_file} ({why})") from None
+    return key.export_public_key("openssh").decode().strip()
 
 
 class SshHostServer:
