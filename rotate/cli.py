@@ -310,7 +310,7 @@ def _logging(args: argparse.Namespace, console: Console) -> None:
             level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     # Libraries log request URLs; Spark View URLs carry passwords in their query strings.
-    for noisy in ("httpx", "httpcore", "urllib3", "hvac", "aiohttp.access", "ldap3"):
+    for noisy in ("httpx", "httpcore", "urllib3", "hvac", "aiohttp.access", "ldap3", "asyncssh"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.log_format != "json" and not args.verbose:
         ITEMS.setLevel(logging.WARNING)  # a line per item is for machines and -v

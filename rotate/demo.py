@@ -1,5 +1,5 @@
-"""The embedded default: a real OpenBao, both vendor simulators and directory stand-ins on
-loopback, then plan, run and report, and a proof that every account converged."""
+"""The embedded default: a real OpenBao, both vendor simulators, directory and SSH host
+stand-ins on loopback, then plan, run and report, and a proof that every account converged."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, Protocol
 
 from rotate.app import Invocation, Result, execute, summary_line
 from rotate.authorities.ldap import LdapSettings
@@ -21,7 +22,8 @@ from rotate.registry import vendor_of, vendor_of_kind
 from rotate.settings import Settings, load_settings
 from rotate.sim.base import SimCounters
 from rotate.sim.host import SimulatorHost
-from rotate.sim.seed import SeededDirectory, seed_directories, seed_states
+from rotate.sim.seed import SeededDirectory, seed_directories, seed_ssh_hosts, seed_states
+from rotate.sim.sshhost import SshHostState, new_key_pair
 from rotate.sim.tls import make_tls
 from rotate.stores.vault import VaultStore
 
@@ -78,6 +80,41 @@ def start_directories(
     return replace(settings, authorities=authorities)
 
 
+def start_ssh_hosts(
+    host: SimulatorHost,
+    settings: Settings,
+    hosts: Mapping[str, SshHostState],
+    key_dir: Path,
+) -> Settings:
+    """Serve each `ssh` authority's host stand-in and point the authority at it: a fresh
+    admin key pair (ed25519; the private key mode 0600) and a known_hosts file holding each
+    stand-in's host key, both in `key_dir`, and the stand-in's port as the authority's
+    `port` (the demo inventory's ssh rows name host 127.0.0.1, without a port)."""
+    if not hosts:
+        return settings
+    key_file, public = new_key_pair(key_dir / "rotate-admin-ed25519")
+    known_hosts = key_dir / "known_hosts"
+    lines = []
+    authorities = dict(settings.authorities)
+    for name, state in hosts.items():
+        host.add_ssh_host(name, state, authorized_key=public)
+        server = host.ssh_host(name)
+        lines.append(server.known_hosts_line)
+        # the ssh authority's settings class is not imported here: its fields by name
+        changes: dict[str, Any] = {
+            "key_file": str(key_file),
+            "known_hosts": str(known_hosts),
+            "port": server.port,
+        }
+        authorities[name] = replace(authorities[name], **changes)
+    known_hosts.write_text("".join(line + "\n" for line in lines))
+    return replace(settings, authorities=authorities)
+
+
+class _Login(Protocol):
+    def logs_in(self, username: str, password: str) -> bool: ...
+
+
 def sim_password(state: SimCounters, row: Row) -> str | None:
     """The password a simulator holds for a row (its vendor's simulator reads its state)."""
     vendor = vendor_of_kind(row.kind)
@@ -91,9 +128,13 @@ def convergence(
     states: Mapping[str, SimCounters],
     directories: Mapping[str, SeededDirectory],
     store: VaultStore,
+    ssh_hosts: Mapping[str, SshHostState] | None = None,
 ) -> tuple[list[str], list[str]]:
     """(problems, proofs): each account's usages must hold Vault's current password, that
-    password must log in at its directory, and nothing may be left pending or stale."""
+    password must log in at its authority (directory or SSH host stand-in), and nothing may
+    be left pending or stale."""
+    checks: dict[str, _Login] = {name: d.state for name, d in directories.items()}
+    checks.update(ssh_hosts or {})
 
     async def check() -> tuple[list[str], list[str]]:
         problems, proofs = [], []
@@ -112,16 +153,16 @@ def convergence(
                 problems.append(f"account {account.name}: a pending candidate is left")
             if account.vault_path in stale:
                 problems.append(f"account {account.name}: stale usages are left")
-            directory = directories.get(account.authority)
+            authority = checks.get(account.authority)
             where = "no host account changed (copy-only)"
-            if directory is not None:
-                if not directory.state.logs_in(account.username, password):
+            if authority is not None:
+                if not authority.logs_in(account.username, password):
                     problems.append(
                         f"account {account.name}: its password does not log in at "
                         f"{account.authority}"
                     )
                 where = f"it logs in at {account.authority}"
-            if len(account.usages) > 1 or directory is not None:
+            if len(account.usages) > 1 or authority is not None:
                 proofs.append(
                     f"{account.name}: {len(account.usages)} usage(s) hold one password; {where}"
                 )
@@ -178,6 +219,7 @@ def run_demo(out_dir: Path, inventory: Path | None, config: Path | None, progres
     initial: dict[str, str] = {}
     states = seed_states(seeded, base.endpoints, passwords=initial)
     directories = seed_directories(accounts, base.authorities, passwords=initial)
+    ssh_hosts = seed_ssh_hosts(accounts, base.authorities, passwords=initial)
     env = demo_environment(base, directories)
     settings = load_settings(config, env=env)
     rows = load_inventory(inventory, settings)
@@ -189,8 +231,10 @@ def run_demo(out_dir: Path, inventory: Path | None, config: Path | None, progres
         DevVault() as vault,
         SimulatorHost() as host,
         tempfile.TemporaryDirectory(prefix="rotate-demo-tls-") as tls_dir,
+        tempfile.TemporaryDirectory(prefix="rotate-demo-ssh-") as key_dir,
     ):
         settings = start_directories(host, settings, directories, Path(tls_dir))
+        settings = start_ssh_hosts(host, settings, ssh_hosts, Path(key_dir))
         urls = start_simulators(host, settings, states)
         settings = settings.with_endpoint_urls(urls)
         settings = replace(
@@ -208,10 +252,18 @@ def run_demo(out_dir: Path, inventory: Path | None, config: Path | None, progres
                 if n in directories and isinstance(a, LdapSettings)
             )
         )
+        if ssh_hosts:
+            print(
+                "demo: SSH host stand-ins: "
+                + ", ".join(
+                    f"{n} 127.0.0.1:{host.ssh_host(n).port} ({len(s.users())} local account(s))"
+                    for n, s in sorted(ssh_hosts.items())
+                )
+            )
         results = {mode: _invoke(mode, inventory, settings, out_dir, progress) for mode in MODES}
         store = VaultStore(settings.vault)
         try:
-            problems, proofs = convergence(accounts, states, directories, store)
+            problems, proofs = convergence(accounts, states, directories, store, ssh_hosts)
         finally:
             store.close()
     if problems:
@@ -223,6 +275,6 @@ def run_demo(out_dir: Path, inventory: Path | None, config: Path | None, progres
         print(f"  {proof}")
     print(
         f"demo: every account's usages hold the one password Vault has as current, and it "
-        f"logs in at its directory; nothing pending or stale; reports in {out_dir}/"
+        f"logs in at its directory or host; nothing pending or stale; reports in {out_dir}/"
     )
     return results["run"].exit_code or EXIT_OK

@@ -33,7 +33,7 @@ SERVER_FIXTURES = frozenset(
         "samba",
         "directory",
         "sshd",
-        "ssh_host",
+        "ssh_host",  # test_authority_ssh: a host under test; test_sim_sshhost: the stand-in
         # a test's own listeners on loopback
         "net",  # test_hostile: a fake Vault and a fake endpoint that count connections
         "fake_vault",  # test_vaultauth: a Vault that answers Kubernetes logins

@@ -142,7 +142,7 @@ def test_per_endpoint_concurrency_limit_holds(world: World, tmp_path: Path) -> N
         tmp_path / "limited.toml",
         world.settings.vault,
         dict(world.host.urls),
-        {"per_endpoint_concurrency = 8": "per_endpoint_concurrency = 3"},
+        {**world.wiring, "per_endpoint_concurrency = 8": "per_endpoint_concurrency = 3"},
         world.ca_file,
     )
     for name in world.states:
@@ -244,6 +244,11 @@ def test_make_demo_equivalent_subprocess(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "every account's usages hold the one password Vault has as current" in proc.stdout
     assert "EXAMPLE\\administrator: 4 usage(s) hold one password; it logs in at corp-ad" in (
+        proc.stdout
+    )
+    # a host's local account, changed at its SSH host stand-in, with both of its usages
+    assert "demo: SSH host stand-ins: local-hosts 127.0.0.1:" in proc.stdout
+    assert "br-disp-01\\display: 2 usage(s) hold one password; it logs in at local-hosts" in (
         proc.stdout
     )
     runs = list((tmp_path / "reports").glob("run-*.json"))

@@ -98,21 +98,31 @@ def test_the_demo_inventory_loads_with_every_kind_and_protocol(demo_settings: Se
     assert len({r.key for r in rows}) == len(rows)
     # one secret per account: rows of one account share it, accounts never do
     accounts = {r.account: r.vault_path for r in rows}
-    assert len(set(accounts.values())) == len(accounts) == 31
-    assert {r.authority for r in rows} == {"corp-ad", "branch-ad", "design-ldap", "none"}
+    assert len(set(accounts.values())) == len(accounts) == 30
+    assert {r.authority for r in rows} == {
+        "corp-ad",
+        "branch-ad",
+        "design-ldap",
+        "local-hosts",
+        "none",
+    }
+    # a host's local accounts name their host; one machine's account shares its password
+    local = [r for r in rows if r.authority == "local-hosts"]
+    assert {r.host for r in local} == {"127.0.0.1"}
+    assert [r.account for r in local if r.username == "display"] == ["br-disp-01\\display"] * 2
 
 
 def test_the_demo_vault_paths(demo_settings: Settings) -> None:
     paths = {r.vault_path for r in load_inventory(DEMO_CSV, demo_settings)}
     # a row without an account is an account of its own, at its usage's path
-    assert "rotate/office-mac/computer/123456/NEAR" in paths
+    assert "rotate/office-mac/computer/123457/VNC" in paths
     assert "rotate/office-mac/connection/0A1B-2C3D/NEAR" in paths
-    assert "rotate/gw1/server/dev-rdp-01" in paths  # a server's path has no protocol
     assert "rotate/shared/ops-jump-01" in paths  # given explicitly
     # a named account: <prefix>/accounts/<a safe segment of its name>
     assert "rotate/accounts/operator@br-pos-01" in paths  # a safe name is its own segment
     # `\` is not: a readable form and a digest of the name keep it apart from `EXAMPLE_...`
     assert any(re.fullmatch(r"rotate/accounts/EXAMPLE_administrator-[0-9a-f]{8}", p) for p in paths)
+    assert any(re.fullmatch(r"rotate/accounts/dev-rdp-01_developer-[0-9a-f]{8}", p) for p in paths)
 
 
 def test_a_row_is_read_as_written(tmp_path: Path, demo_settings: Settings) -> None:

@@ -56,7 +56,7 @@ def test_a_report_failing_after_the_run_keeps_the_json_record_and_the_summary(
     assert code == EXIT_ITEMS_FAILED  # every item rotated, but a report is missing
     record = json.loads(json_path.read_text())
     assert record["summary"]["rotated"] == len(world.rows)
-    assert "40 item(s) of 31 account(s): 40 rotated" in captured.out  # the summary line
+    assert "40 item(s) of 30 account(s): 40 rotated" in captured.out  # the summary line
     assert "not written:" in captured.err
     assert "No space left on device" in captured.err
     # The other reports are there: the JSON and both CSVs beside the missing page.

@@ -1,5 +1,6 @@
-"""`rotate simulate`: serve one seeded simulator per configured endpoint, and a directory
-stand-in per `ldap`/`ad` authority the inventory uses, until interrupted."""
+"""`rotate simulate`: serve one seeded simulator per configured endpoint, a directory stand-in
+per `ldap`/`ad` authority and an SSH host stand-in per `ssh` authority the inventory uses,
+until interrupted."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,7 +23,15 @@ from rotate.settings import Settings
 from rotate.sim.base import SimCounters
 from rotate.sim.faults import Faults
 from rotate.sim.host import LOOPBACK, AsyncSimulatorHost, serve_until_signalled
-from rotate.sim.seed import SeededDirectory, new_state, seed_directories, seed_states
+from rotate.sim.seed import (
+    SeededDirectory,
+    new_state,
+    seed_directories,
+    seed_ssh_hosts,
+    seed_states,
+    ssh_option,
+)
+from rotate.sim.sshhost import SshHostState, public_key_of
 from rotate.sim.tls import SimTLS, make_tls
 from rotate.vendors.base import EndpointSettings
 
@@ -126,6 +135,41 @@ def directory_passwords(
     return seeded, problems
 
 
+@dataclass(frozen=True)
+class SeededSshHost:
+    """An SSH host stand-in's state, and the public key its login user logs in with."""
+
+    state: SshHostState
+    authorized_key: str
+
+
+def ssh_hosts(
+    settings: Settings, rows: Iterable[Row], initial: Mapping[str, str] | None = None
+) -> tuple[dict[str, SeededSshHost], list[str]]:
+    """A seeded stand-in per `ssh` authority the rows use (accounts on their `initial`
+    passwords), its login user's public key read from the authority's key_file (its `.pub`
+    beside it, else the private key itself); and the problems."""
+    problems: list[str] = []
+    try:
+        states = seed_ssh_hosts(group_accounts(rows), settings.authorities, passwords=initial)
+    except ValueError as exc:
+        return {}, [str(exc)]
+    seeded: dict[str, SeededSshHost] = {}
+    for name, state in states.items():
+        key_file = ssh_option(settings.authorities[name], "key_file", None)
+        if not key_file:
+            problems.append(
+                f"authority {name}: the SSH host stand-in needs the login user's public key: "
+                "give the authority a key_file (its private key, or <key_file>.pub beside it)"
+            )
+            continue
+        try:
+            seeded[name] = SeededSshHost(state, public_key_of(Path(key_file)))
+        except ValueError as exc:
+            problems.append(f"authority {name}: {exc}")
+    return seeded, problems
+
+
 def simulator_secrets(
     endpoints: Iterable[EndpointSettings], env: Mapping[str, str]
 ) -> tuple[dict[str, dict[str, str]], list[str]]:
@@ -164,6 +208,8 @@ def run(
         problems.append(str(exc))
     directories, more = directory_passwords(settings, rows, initial)
     problems += more
+    hosts, more = ssh_hosts(settings, rows, initial)
+    problems += more
     if problems:
         for problem in problems:
             print(f"rotate simulate: {problem}", file=sys.stderr)
@@ -171,7 +217,7 @@ def run(
     for e in endpoints:
         states.setdefault(e.name, new_state(e))
     try:
-        asyncio.run(_serve(args, settings, states, secrets, directories, out))
+        asyncio.run(_serve(args, settings, states, secrets, directories, hosts, out))
     except OSError as exc:
         print(f"rotate simulate: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_ITEMS_FAILED
@@ -184,6 +230,7 @@ async def _serve(
     states: Mapping[str, SimCounters],
     secrets: Mapping[str, Mapping[str, str]],
     directories: Mapping[str, SeededDirectory],
+    hosts: Mapping[str, SeededSshHost],
     out: Callable[[str], None],
 ) -> None:
     endpoints = list(settings.endpoints.values())
@@ -195,6 +242,7 @@ async def _serve(
         try:
             await _start(args, host, endpoints, states, secrets, out)
             await _directories(args, host, settings, directories, tls, Path(scratch), out)
+            await serve_ssh_hosts(args, host, settings, hosts, out)
             sys.stdout.flush()
         except BaseException:
             await host.close()
@@ -229,6 +277,27 @@ async def _directories(
         else:
             url = await host.add_directory(name, directory.state, port=port)
         out(f"{name} {config.type} {url}")
+
+
+async def serve_ssh_hosts(
+    args: argparse.Namespace,
+    host: AsyncSimulatorHost,
+    settings: Settings,
+    hosts: Mapping[str, SeededSshHost],
+    out: Callable[[str], None],
+) -> None:
+    """Serve the SSH host stand-ins: on the authority's `port` when it is not a privileged
+    one (below 1024: a free port), and print the known_hosts line a client must trust."""
+    for name, seeded in hosts.items():
+        seeded.state.latency_s = args.latency_ms / 1000
+        port = int(ssh_option(settings.authorities[name], "port", 22))
+        if args.free_ports or port < 1024:
+            port = 0
+        address = await host.add_ssh_host(
+            name, seeded.state, authorized_key=seeded.authorized_key, port=port
+        )
+        out(f"{name} ssh {address}")
+        out(f"{name} known_hosts: {host.ssh_host(name).known_hosts_line}")
 
 
 async def _start(

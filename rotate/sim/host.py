@@ -1,4 +1,4 @@
-"""Serve several simulators on loopback ports, in the caller's loop or a background thread."""
+"""Serve simulators and stand-ins on loopback ports, in the caller's loop or a background thread."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from rotate.registry import vendor_of
 from rotate.sim.base import SimCounters, Simulator
 from rotate.sim.directory import DirectoryServer, DirectoryState
 from rotate.sim.faults import Faults
+from rotate.sim.sshhost import SshHostServer, SshHostState
 from rotate.vendors.base import EndpointSettings
 
 LOOPBACK = "127.0.0.1"
@@ -53,6 +54,7 @@ class AsyncSimulatorHost:
         self._tls = tls  # serve HTTPS with this server context (see rotate.sim.tls)
         self._running: dict[str, _Running] = {}
         self._directories: dict[str, DirectoryServer] = {}
+        self._ssh_hosts: dict[str, SshHostServer] = {}
 
     @property
     def urls(self) -> dict[str, str]:
@@ -96,8 +98,7 @@ class AsyncSimulatorHost:
         """Start an LDAP directory stand-in (see rotate.sim.directory); return its URL:
         `ldaps://127.0.0.1:<port>` with `tls`, else `ldap://...` (offering StartTLS with the
         `starttls` context, if given)."""
-        if name in self._running or name in self._directories:
-            raise ValueError(f"a simulator named {name!r} is already running")
+        self._check_free(name)
         server = DirectoryServer(state, tls=tls, starttls=starttls)
         sock = _listen(port)
         try:
@@ -112,9 +113,38 @@ class AsyncSimulatorHost:
         """The running directory stand-in called `name`."""
         return self._directories[name]
 
-    async def _start(self, name: str, system: str, sim: Simulator, port: int) -> str:
-        if name in self._running or name in self._directories:
+    async def add_ssh_host(
+        self,
+        name: str,
+        state: SshHostState,
+        *,
+        authorized_key: str,
+        port: int = 0,
+    ) -> str:
+        """Start an SSH host stand-in (see rotate.sim.sshhost) whose login user logs in with
+        `authorized_key` (an OpenSSH public key line); return its `127.0.0.1:<port>` (its
+        known_hosts entry: `ssh_host(name).known_hosts_line`)."""
+        self._check_free(name)
+        server = SshHostServer(state, authorized_key)
+        sock = _listen(port)
+        try:
+            address = await server.start(sock)
+        except BaseException:
+            sock.close()
+            raise
+        self._ssh_hosts[name] = server
+        return address
+
+    def ssh_host(self, name: str) -> SshHostServer:
+        """The running SSH host stand-in called `name`."""
+        return self._ssh_hosts[name]
+
+    def _check_free(self, name: str) -> None:
+        if name in self._running or name in self._directories or name in self._ssh_hosts:
             raise ValueError(f"a simulator named {name!r} is already running")
+
+    async def _start(self, name: str, system: str, sim: Simulator, port: int) -> str:
+        self._check_free(name)
         # no access log: Spark View URLs carry passwords in their query strings
         runner = web.AppRunner(sim.app(), access_log=None, shutdown_timeout=self._shutdown_timeout)
         await runner.setup()
@@ -152,9 +182,11 @@ class AsyncSimulatorHost:
         """Stop every simulator (hung handlers are cancelled after the shutdown timeout)."""
         running, self._running = self._running, {}
         directories, self._directories = self._directories, {}
+        ssh_hosts, self._ssh_hosts = self._ssh_hosts, {}
         await asyncio.gather(
             *(r.runner.cleanup() for r in running.values()),
             *(d.close(self._shutdown_timeout) for d in directories.values()),
+            *(h.close(self._shutdown_timeout) for h in ssh_hosts.values()),
         )
 
     async def __aenter__(self) -> Self:
@@ -232,6 +264,20 @@ class SimulatorHost:
     def directory_state(self, name: str) -> DirectoryState:
         """The live state of a directory stand-in (thread-safe: it has its own lock)."""
         return self._host.directory(name).state
+
+    def add_ssh_host(
+        self, name: str, state: SshHostState, *, authorized_key: str, port: int = 0
+    ) -> str:
+        """Start an SSH host stand-in whose login user logs in with `authorized_key` (an
+        OpenSSH public key line); return its `127.0.0.1:<port>`."""
+        return self._call(
+            self._host.add_ssh_host(name, state, authorized_key=authorized_key, port=port)
+        )
+
+    def ssh_host(self, name: str) -> SshHostServer:
+        """A running SSH host stand-in: its `state` (thread-safe), `port`, `host_key` and
+        `known_hosts_line` (read them from any thread)."""
+        return self._host.ssh_host(name)
 
     def simulator(self, name: str) -> Simulator:
         """The running simulator called `name`."""

@@ -1,5 +1,5 @@
-"""Build simulator and directory states holding every object an inventory refers to, with
-random initial passwords."""
+"""Build simulator, directory and SSH host states holding every object an inventory refers
+to, with random initial passwords."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import secrets
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from rotate.authorities.base import AuthoritySettings
 from rotate.authorities.ldap import LdapSettings
@@ -15,6 +16,7 @@ from rotate.models import Account, Row
 from rotate.registry import vendor_of
 from rotate.sim.base import SimCounters
 from rotate.sim.directory import DirectoryState
+from rotate.sim.sshhost_state import SshHostState
 from rotate.vendors.base import EndpointSettings
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -119,3 +121,55 @@ def seed_directories(
             initial = (passwords or {}).get(account.name) or password()
             directory.state.add_user(account.username, initial)
     return seeded
+
+
+#: the `type` of an ssh authority's section
+SSH = "ssh"
+
+
+def ssh_option(config: AuthoritySettings, name: str, default: Any) -> Any:
+    """An ssh authority's setting (`login_user`, `command`, `port`, `key_file`...), read by
+    name: the settings class lives with the ssh authority, which the stand-in does not
+    import (a server needs none of the client)."""
+    return getattr(config, name, default)
+
+
+def seed_ssh_hosts(
+    accounts: Iterable[Account],
+    authorities: Mapping[str, AuthoritySettings],
+    rng_seed: int | None = None,
+    passwords: Mapping[str, str] | None = None,
+) -> dict[str, SshHostState]:
+    """An SSH host stand-in per `ssh` authority the accounts use, holding every account as a
+    local user with its initial password from `passwords` (account name -> password: the one
+    its usages hold, see `seed_states`), else a random one; its login user and command are
+    the authority's. One stand-in serves all the hosts of its authority: a user name found
+    on two hosts of one authority is a ValueError."""
+    choose: Callable[[str], str] = (
+        secrets.choice if rng_seed is None else random.Random(rng_seed).choice
+    )
+    hosts: dict[str, SshHostState] = {}
+    seen: dict[tuple[str, str], str | None] = {}  # (authority, user) -> its host
+    for account in accounts:
+        config = authorities.get(account.authority)
+        if config is None or config.type != SSH:
+            continue
+        state = hosts.get(account.authority)
+        if state is None:
+            state = hosts[account.authority] = SshHostState(
+                login_user=ssh_option(config, "login_user", "root"),
+                command=ssh_option(config, "command", "chpasswd"),
+            )
+        key = (account.authority, account.username)
+        if key in seen:
+            raise ValueError(
+                f"account {account.name}: user {account.username!r} is on host "
+                f"{seen[key]!r} and {account.host!r}: one stand-in serves every host of "
+                f"authority {account.authority}, so its user names must differ"
+            )
+        seen[key] = account.host
+        initial = (passwords or {}).get(account.name)
+        if not initial:
+            initial = "".join(choose(_ALPHABET) for _ in range(PASSWORD_LENGTH))
+        state.add_user(account.username, initial)
+    return hosts

@@ -1,7 +1,7 @@
-"""Pytest plugin: a `World` (the CLI in-process against a real OpenBao, the vendor simulators
-and the directory stand-ins on loopback, on the demo inventory) and the helpers that look at
-it: what Vault, the targets and the directories hold, whether anyone is locked out, and
-whether a secret reached any output."""
+"""Pytest plugin: a `World` (the CLI in-process against a real OpenBao, the vendor simulators,
+the directory and SSH host stand-ins on loopback, on the demo inventory) and the helpers that
+look at it: what Vault, the targets and the authorities hold, whether anyone is locked out,
+and whether a secret reached any output."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ from rotate.registry import vendor_of
 from rotate.settings import PolicySettings, Settings, VaultSettings, load_settings
 from rotate.sim.base import SimCounters
 from rotate.sim.host import SimulatorHost
-from rotate.sim.seed import SeededDirectory, seed_directories, seed_states
+from rotate.sim.seed import SeededDirectory, seed_directories, seed_ssh_hosts, seed_states
+from rotate.sim.sshhost import SshHostState, new_key_pair
 from rotate.sim.tls import make_tls
 from rotate.stores.vault import VaultStore
 
@@ -63,6 +65,8 @@ class World:
     directories: dict[str, SeededDirectory] = field(default_factory=dict, repr=False)
     ca_file: Path | None = None
     initial_accounts: dict[str, str] = field(default_factory=dict, repr=False)  # at the start
+    ssh_hosts: dict[str, SshHostState] = field(default_factory=dict, repr=False)
+    wiring: dict[str, str] = field(default_factory=dict)  # config edits pointing at stand-ins
 
     @property
     def accounts(self) -> list[Account]:
@@ -72,9 +76,12 @@ class World:
         return next(a for a in self.accounts if a.name == name)
 
     def authority_password(self, account: Account) -> str | None:
-        """The password the account's directory checks (None: copy-only, no directory)."""
+        """The password the account's directory or host checks (None: copy-only)."""
         directory = self.directories.get(account.authority)
-        return directory.state.password(account.username) if directory is not None else None
+        if directory is not None:
+            return directory.state.password(account.username)
+        host = self.ssh_hosts.get(account.authority)
+        return host.password(account.username) if host is not None else None
 
     def row(self, label: str) -> Row:
         return next(r for r in self.rows if r.label == label)
@@ -196,8 +203,41 @@ def write_config(
 def reconfigure(world: World, replace: dict[str, str]) -> Path:
     """Rewrite the world's config file (same Vault prefix and simulators) with replacements."""
     return write_config(
-        world.config, world.settings.vault, dict(world.host.urls), replace, world.ca_file
+        world.config,
+        world.settings.vault,
+        dict(world.host.urls),
+        {**world.wiring, **replace},
+        world.ca_file,
     )
+
+
+def serve_ssh_hosts(
+    sim_host: SimulatorHost, hosts: dict[str, SshHostState], keys: Path
+) -> dict[str, str]:
+    """Serve the demo's SSH host stand-ins with a fresh admin key; the demo config's edits
+    that point its ssh authority at them (key_file, known_hosts, port)."""
+    if not hosts:
+        return {}
+    keys.mkdir()
+    key_file, public = new_key_pair(keys / "id_ed25519")
+    known_hosts = keys / "known_hosts"
+    lines, wiring = [], {}
+    for name, state in hosts.items():
+        sim_host.add_ssh_host(name, state, authorized_key=public)
+        server = sim_host.ssh_host(name)
+        lines.append(server.known_hosts_line + "\n")
+        section = tomllib.loads(DEMO_TOML.read_text())["authorities"][name]
+        for key, value in (
+            ("key_file", key_file),
+            ("known_hosts", known_hosts),
+            ("port", server.port),
+        ):
+            old = section[key]
+            old_line = f"{key} = {old}" if isinstance(old, int) else f'{key} = "{old}"'
+            new_line = f"{key} = {value}" if isinstance(value, int) else f'{key} = "{value}"'
+            wiring[old_line] = new_line
+    known_hosts.write_text("".join(lines))
+    return wiring
 
 
 WorldFactory = Callable[..., World]
@@ -230,6 +270,10 @@ def make_world(
         directories = seed_directories(
             group_accounts(rows), settings.authorities, rng_seed=7, passwords=initial
         )
+        ssh_hosts = seed_ssh_hosts(
+            group_accounts(rows), settings.authorities, rng_seed=7, passwords=initial
+        )
+        wiring = serve_ssh_hosts(sim_host, ssh_hosts, tmp_path / "ssh")
         tls = make_tls(tmp_path / "tls")
         urls = {}
         for name, state in states.items():
@@ -243,7 +287,9 @@ def make_world(
                 urls[name] = sim_host.add_directory(name, directory.state, tls=tls.server)
             else:
                 urls[name] = sim_host.add_directory(name, directory.state, starttls=tls.server)
-        config = write_config(tmp_path / "rotate.toml", vault_settings, urls, ca_file=tls.ca_file)
+        config = write_config(
+            tmp_path / "rotate.toml", vault_settings, urls, wiring, ca_file=tls.ca_file
+        )
         settings = load_settings(config)
         # Explicit vault paths get this test's prefix too, so tests never share a secret.
         inventory = tmp_path / "inventory.csv"
@@ -263,6 +309,8 @@ def make_world(
             client=hvac.Client(url=vault.addr, token=vault.token.reveal()),
             directories=directories,
             ca_file=tls.ca_file,
+            ssh_hosts=ssh_hosts,
+            wiring=wiring,
         )
         world.initial = {r.label: p for r in rows if (p := world.held(r)) is not None}
         world.initial_accounts = {
@@ -384,6 +432,7 @@ def converged(world: World, rows: list[Row] | None = None) -> list[str]:
         world.states,
         world.directories,
         world.store,
+        world.ssh_hosts,
     )
     return problems
 
