@@ -148,6 +148,8 @@ def check_environment(rows: Sequence[Row], settings: Settings) -> None:
                 problems.append(
                     f"authority {name}: environment variable {var} (its credential) is not set"
                 )
+        for why in config.unreadable_files() if config is not None else ():
+            problems.append(f"authority {name}: {why}")
     if problems:
         raise ConfigError("\n".join(problems))
 

@@ -22,9 +22,18 @@ from typing import Any
 import pytest
 
 from rotate.authorities.ssh import SSH, SshAuthority, SshSettings
-from rotate.errors import AdminRefused, AuthorityUnavailable, OutcomeUnknown, Rejected, RemoteError
-from rotate.models import Account, Secret
+from rotate.backends import check_environment
+from rotate.errors import (
+    AdminRefused,
+    AuthorityUnavailable,
+    ConfigError,
+    OutcomeUnknown,
+    Rejected,
+    RemoteError,
+)
+from rotate.models import Account, Row, Secret
 from rotate.registry import authority_type
+from rotate.settings import EndpointSettings, Settings
 from tests.plugins.slapd import free_port
 from tests.plugins.sshd import Sshd, keygen, known_hosts_line, strong_password
 
@@ -468,6 +477,35 @@ def test_defaults(files: dict[str, str]) -> None:
     assert settings.required_env() == ()
 
 
+def test_unreadable_files_are_named_before_any_network_call(
+    files: dict[str, str], tmp_path: Path
+) -> None:
+    """Files are the machine's, like the environment: a config may name files of the machine
+    that runs it, and the run checks them before any connection (exit 2, each named)."""
+    settings, errors = parse(
+        files, known_hosts="/nonexistent/known_hosts", key_file=str(tmp_path / "missing")
+    )
+    assert errors == []
+    assert settings is not None
+    assert settings.unreadable_files() == (
+        "known_hosts '/nonexistent/known_hosts' does not exist",
+        f"key_file '{tmp_path / 'missing'}' does not exist",
+    )
+    good, _ = parse(files)
+    assert good is not None
+    assert good.unreadable_files() == ()
+    # what a run does with them, before it opens any connection
+    row = Row(2, "ep", "computer", "1", "localadmin", "RDP", authority="hosts", host="h1")
+    endpoint = EndpointSettings(name="ep", system="remotix", url="http://127.0.0.1:1")
+    config = Settings(authorities={"hosts": settings}, endpoints={"ep": endpoint})
+    with pytest.raises(ConfigError) as refused:
+        check_environment([row], config)
+    assert str(refused.value).splitlines() == [
+        "authority hosts: known_hosts '/nonexistent/known_hosts' does not exist",
+        f"authority hosts: key_file '{tmp_path / 'missing'}' does not exist",
+    ]
+
+
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     settings, errors = parse(
         {},
@@ -488,7 +526,6 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         "authorities.hosts.private_key: secrets never live in the config file",
         "missing required key 'known_hosts'",
         "give exactly one of key_file and key_vault",
-        "missing' does not exist",
         "key_vault: expected '<path>#<key>'",
         "login_user: starts with '-'",
         "command: must not be empty",
@@ -506,7 +543,6 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     ("table", "expected"),
     [
         ({"known_hosts": ""}, "known_hosts: must not be empty"),
-        ({"known_hosts": "/nonexistent/known_hosts"}, "does not exist"),
         ({"command": "chpasswd\nrm -rf /"}, "one line without control characters"),
         ({"command": "   "}, "must not be empty"),
         ({"command": 5}, "expected str"),

@@ -43,6 +43,12 @@ class AuthoritySettings:
         is not read from Vault): checked before any network call."""
         return ()
 
+    def unreadable_files(self) -> tuple[str, ...]:
+        """The files it names that this machine cannot read now (a key, known hosts), each
+        as `<key> '<path>' <why>`: checked before any network call, as the environment is,
+        so a config can name files of the machine that runs it."""
+        return ()
+
 
 class SecretSource(Protocol):
     """Where a back end's own credential comes from: an environment variable or Vault."""

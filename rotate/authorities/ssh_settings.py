@@ -48,6 +48,12 @@ class SshSettings(AuthoritySettings):
     def required_env(self) -> tuple[str, ...]:
         return ()
 
+    def unreadable_files(self) -> tuple[str, ...]:
+        files = [("known_hosts", self.known_hosts), ("key_file", self.key_file)]
+        return tuple(
+            f"{key} {path!r} {why}" for key, path in files if path and (why := unreadable(path))
+        )
+
 
 @dataclass(frozen=True)
 class HostPort:
@@ -71,15 +77,11 @@ def settings_problems(s: SshSettings, data: Mapping[str, Any], where: str) -> li
         )
     elif not s.known_hosts.strip():
         errors.append(f"{where}.known_hosts: must not be empty")
-    elif why := unreadable(s.known_hosts):
-        errors.append(f"{where}.known_hosts: {s.known_hosts!r} {why}")
     if bool(s.key_file) == bool(s.key_vault):
         errors.append(
             f"{where}: give exactly one of key_file and key_vault (rotate's private key for "
             f"logging in as {s.login_user!r})"
         )
-    if s.key_file and (why := unreadable(s.key_file)):
-        errors.append(f"{where}.key_file: {s.key_file!r} {why}")
     if s.key_vault is not None:
         path, _, key = s.key_vault.partition("#")
         if not path.strip() or not key.strip():
