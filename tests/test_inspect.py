@@ -215,3 +215,37 @@ async def test_sparkview_update_answered_not_found_raises_missing(httpx_mock: HT
         await target.push(row("server", "gone", "RDP"), CRED)
     assert PASSWORD not in str(info.value)
     await target.aclose()
+
+
+# -- the simulators answer as the settings say the API does ---------------------------------
+
+
+@pytest.mark.integration  # simulators served on loopback
+async def test_simulators_mirror_the_missing_settings() -> None:
+    """An endpoint configured with another "missing" answer gets a stand-in that gives it
+    (over loopback), and its target reads that answer as missing."""
+    from rotate.backends import Secrets
+    from rotate.sim.host import AsyncSimulatorHost
+    from rotate.vendors.remotix import VENDOR as REMOTIX
+    from rotate.vendors.sparkview import VENDOR as SPARKVIEW
+    from tests.test_targets import RUN
+
+    rx = replace(RX, missing_status=410)
+    sv = replace(SV, missing_errors=("no such server",))
+    async with AsyncSimulatorHost() as host:
+        rx_url = await host.add_endpoint(rx, REMOTIX.simulator.new_state())
+        sv_url = await host.add_endpoint(
+            sv, SPARKVIEW.simulator.new_state(), gateway_password=GATEWAY
+        )
+        rx_target = REMOTIX.build(replace(rx, url=rx_url), RUN, Secrets({}))
+        sv_target = SPARKVIEW.build(replace(sv, url=sv_url), RUN, Secrets({"GW": GATEWAY}))
+        try:
+            found = await rx_target.inspect(row("computer", "1", "RDP"))
+            assert not found.exists
+            assert "HTTP 410" in found.detail
+            found = await sv_target.inspect(row("server", "x", "RDP"))
+            assert not found.exists
+            assert "no such server" in found.detail
+        finally:
+            await rx_target.aclose()
+            await sv_target.aclose()
