@@ -163,8 +163,8 @@ async def _drive(
 
 
 def exit_code_for(mode: str, record: RunRecord) -> int:
-    """3 aborted; 1 when an item failed or is in drift (or, when writing, is in doubt, not
-    attempted or stale)."""
+    """3 aborted; 1 when an item failed, is in drift or has a problem its plan found (or,
+    when writing, is in doubt, not attempted or stale)."""
     if record.aborted:
         return EXIT_REFUSED
     return EXIT_ITEMS_FAILED if exit_trouble(mode, record.items) else EXIT_OK
@@ -183,6 +183,22 @@ def summary_line(record: RunRecord) -> str:
         f"{record.mode} {record.run_id}: {counts['total']} item(s){accounts}: {shown} "
         f"in {seconds:.1f} s"
     )
+
+
+#: usage problems the console lists at most; the reports list them all
+MAX_PROBLEM_LINES = 50
+
+
+def problem_lines(record: RunRecord, limit: int = MAX_PROBLEM_LINES) -> list[str]:
+    """The usage problems a plan found, one line per inventory row (at most `limit`)."""
+    found = [i for i in record.items if i.problem]
+    if not found:
+        return []
+    lines = [f"{len(found)} usage problem(s):"]
+    lines += [f"  line {i.row.line} {i.row.label}: {i.problem}" for i in found[:limit]]
+    if len(found) > limit:
+        lines.append(f"  and {len(found) - limit} more, listed in the reports")
+    return lines
 
 
 def check_outputs(invocation: Invocation) -> None:

@@ -51,6 +51,7 @@ class Took(enum.Enum):
     NO = "rejected"  # a definite "no": the usage does not hold it
     UNKNOWN = "unknown"  # it may or may not hold it
     NOT_REACHED = "not_reached"  # nothing was sent (endpoint down, connection refused)
+    MISSING = "missing"  # the usage's target is not at its endpoint: skipped, not stale
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +255,11 @@ class Attempt:
         """One usage's result: the account's outcome, and what its own push proved."""
         repaired = self._repaired.get(row.label)
         verified = push.verified if push is not None else None
-        if push is not None and stage is Stage.PROMOTED:
+        if push is None and repaired is not None and repaired.took is Took.MISSING:
+            push = repaired  # a stale usage whose target is gone: skipped like one
+        if push is not None and push.took is Took.MISSING:
+            status, error = Status.NOT_ATTEMPTED, push.note
+        elif push is not None and stage is Stage.PROMOTED:
             if push.took is Took.YES:
                 status, error = Status.ROTATED, push.note
             else:

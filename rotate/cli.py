@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rotate account passwords where they are checked (Active Directory, LDAP) "
         "and in every Remotix and Spark View system that stores a copy, in bulk, keeping every "
         "password in Vault/OpenBao.",
-        epilog="exit status: 0 all done; 1 some items failed, are in doubt, stale or in drift; "
+        epilog="exit status: 0 all done; 1 some items failed, are in doubt, stale, in drift or "
+        "not attempted (a plan: failed, in drift, or a usage problem found); "
         "2 bad usage, config or inventory (nothing touched); 3 refused or aborted; "
         "70 unexpected error (a bug; its trace in a crash file); 130 interrupted",
     )
@@ -154,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plan(command: Command) -> None:
-    p = command("plan", help="dry run: what would rotate and why (reads only)")
+    p = command(
+        "plan",
+        help="dry run: what would rotate and why, and whether each usage's target exists "
+        "with the account's username (reads only)",
+    )
     _common(p)
     p.add_argument("--force", action="store_true", help="plan every row as due")
 
@@ -365,7 +370,7 @@ def _crashed(exc: Exception, args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace, console: Console) -> int:
-    from rotate.app import Invocation, execute, summary_line
+    from rotate.app import Invocation, execute, problem_lines, summary_line
 
     if args.command == "demo":
         from rotate.demo import run_demo
@@ -409,6 +414,8 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
     if args.metrics_file is not None:
         write_metrics(args.metrics_file, args.command, result.exit_code, result.record)
     print(summary_line(result.record))
+    for line in problem_lines(result.record):
+        print(line)
     for failure in result.not_written:
         print(f"rotate: not written: {failure}", file=sys.stderr)
     if result.record.plan_hash:

@@ -16,6 +16,7 @@
         ├── EndpointUnavailable      -  the probe failed: the endpoint gets no writes
         ├── AuthorityUnavailable     -  an authority cannot be reached: its accounts wait
         ├── Rejected                 -  a definite "no": the value was not taken
+        │   └── Missing              -  the object is not there (a 404): the usage is skipped
         └── OutcomeUnknown           -  after the retries, the value may or may not be there
 
 A RemoteError that is none of its subclasses means "not reached, nothing applied" (a
@@ -139,3 +140,8 @@ class Rejected(RemoteError):
 
 class OutcomeUnknown(RemoteError):
     """After the retries the target or authority may or may not hold the new value."""
+
+
+class Missing(Rejected):
+    """The target object is not at its endpoint (Remotix: a 404 for the computer or
+    connection; Spark View: "not found" for the server id): nothing there holds the password."""

@@ -205,6 +205,8 @@ class ItemResult:
     due_before_next_run: bool | None = None  # report: overdue before the next scheduled run
     last_failure_at: datetime | None = None  # the latest failed or in-doubt attempt, if any
     followups: tuple[str, ...] = ()  # what else was updated after the rotation (access links)
+    # plan: what the usage's target showed wrong (missing, another username); "" when fine
+    problem: str = ""
 
     def as_record(self) -> dict[str, object]:
         """The `--json` item record of DESIGN.md (and a little more)."""
@@ -237,6 +239,7 @@ class ItemResult:
             "due_before_next_run": self.due_before_next_run,
             "last_failure_at": self.last_failure_at.isoformat() if self.last_failure_at else None,
             "followups": list(self.followups),
+            "problem": self.problem,
         }
 
 

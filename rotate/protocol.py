@@ -32,7 +32,7 @@ import asyncio
 import logging
 
 from rotate.attempt import TROUBLE, AccountOutcome, Context, Push, Took, now_utc
-from rotate.errors import OutcomeUnknown, Rejected, RemoteError, StoreError
+from rotate.errors import Missing, OutcomeUnknown, Rejected, RemoteError, StoreError
 from rotate.models import Credential, PendingCandidate, Row, Stage, Status
 from rotate.settlement import Settlement
 
@@ -74,6 +74,8 @@ async def push_usage(ctx: Context, row: Row, credential: Credential, *, resumed:
             seen_other = held_before is not None
     try:
         await target.push(row, credential)
+    except Missing as exc:  # nothing there to hold it: skipped, not stale
+        return Push(row, Took.MISSING, note=f"target missing at {row.endpoint}: {exc}")
     except Rejected as exc:
         why = f"target rejected the new password: {exc}"
         return Push(row, Took.NO, note=why, earlier=resumed and not seen_other)
@@ -176,14 +178,14 @@ class AccountRotation(Settlement):
                 await self.ctx.store.clear_stale(self.account.vault_path, fixed)
             except StoreError as exc:
                 log.warning("%s: repaired usages still listed stale (%s)", self.account.name, exc)
-        if any(p.took is not Took.YES for p in pushes):
+        if any(p.took not in (Took.YES, Took.MISSING) for p in pushes):
             return self.finish_repair(blocked=True)
         return None
 
     def finish_repair(self, *, blocked: bool = False) -> AccountOutcome:
         """The outcome of an account that had stale usages to repair (and, when `blocked`,
         was due but keeps its password until they hold the current one)."""
-        left = [p for p in self._repaired.values() if p.took is not Took.YES]
+        left = [p for p in self._repaired.values() if p.took not in (Took.YES, Took.MISSING)]
         if left:
             why = "; ".join(f"{p.row.label}: {p.note}" for p in left[:3])
             reason = f"{len(left)} usage(s) still hold an older password"

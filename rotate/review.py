@@ -3,23 +3,34 @@ checks, writing nothing) and the compliance report (from Vault alone)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from rotate import planner
 from rotate.attempt import AccountOutcome, Context, now_utc
-from rotate.errors import StoreError
-from rotate.models import NO_AUTHORITY, Account, AuthorityProbe, Drift, SecretState, Status
+from rotate.errors import RemoteError, StoreError
+from rotate.models import (
+    NO_AUTHORITY,
+    Account,
+    AuthorityProbe,
+    Drift,
+    ItemResult,
+    SecretState,
+    Status,
+)
 from rotate.protocol import AccountRotation
 from rotate.runbook import Outcome, Runbook
 from rotate.stores.kv import fan_out
+from rotate.vendors.base import Inspectable
 
 log = logging.getLogger(__name__)
 
 
 async def plan(book: Runbook, accounts: Sequence[Account]) -> Outcome:
-    """What a run would do now, with the same checks (reads and logins only)."""
+    """What a run would do now, with the same checks (reads and logins only), and every
+    usage looked at on its endpoint: a target missing there, or storing another username."""
     now = now_utc()
     states = await book.read_states(accounts)
     decisions = book.decide(accounts, states, now)
@@ -35,7 +46,10 @@ async def plan(book: Runbook, accounts: Sequence[Account]) -> Outcome:
         account, state, decision = accounts[index], states[index], decisions[index]
         if isinstance(state, StoreError) or decision is None:
             return book.failed_read(account, state)
-        return await _plan_one(book, ctx, account, state, decision, authority_probes)
+        outcome = await _plan_one(book, ctx, account, state, decision, authority_probes)
+        looked = await asyncio.gather(*(_inspect(ctx, account, i) for i in outcome.items))
+        outcome.items[:] = looked
+        return outcome
 
     outcomes = await fan_out(one, range(len(accounts)), book.width())  # no list of 100,000 ints
     due: list[str] = []
@@ -95,6 +109,36 @@ async def _plan_one(
                 reason=f"{item.reason}; {note}",
             )
     return outcome
+
+
+async def _inspect(ctx: Context, account: Account, item: ItemResult) -> ItemResult:
+    """One usage looked at on its endpoint (reads only): a target that is not there (a run
+    skips it: `not_attempted`) or that stores another username is the item's `problem`."""
+    row = item.row
+    target = ctx.targets.get(row.endpoint)
+    if row.endpoint in ctx.down or not isinstance(target, Inspectable):
+        return item  # endpoint down (said already), or a vendor that cannot look
+    try:
+        found = await target.inspect(row)
+    except RemoteError as exc:
+        note = f"usage not checked: {exc}"
+        return replace(item, error=f"{item.error}; {note}" if item.error else note)
+    if not found.exists:
+        problem = f"target missing at its endpoint ({found.detail})"
+        acts = item.status is Status.DUE
+        return replace(
+            item,
+            status=Status.NOT_ATTEMPTED if acts else item.status,
+            problem=problem + ("; a run skips it" if acts else ""),
+        )
+    stored = found.username
+    if stored is not None and stored.casefold() != account.username.casefold():
+        problem = (
+            f"stored username {stored!r} differs from the account's {account.username!r}; "
+            f"a rotation overwrites it with {account.username!r}"
+        )
+        return replace(item, problem=problem)
+    return item
 
 
 async def report(book: Runbook, accounts: Sequence[Account]) -> Outcome:

@@ -354,8 +354,8 @@ class Runbook:
 
 
 def exit_trouble(mode: str, items: Sequence[ItemResult]) -> bool:
-    """Whether these items make the invocation exit 1."""
+    """Whether these items make the invocation exit 1 (a plan: also any usage problem)."""
     bad = {Status.FAILED, Status.DRIFT}
     if mode in ("run", "reconcile"):
         bad |= TROUBLE
-    return any(i.status in bad for i in items)
+    return any(i.status in bad or i.problem for i in items)

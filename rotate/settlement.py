@@ -24,7 +24,9 @@ class Settlement(Attempt):
         holders = [p for p in pushes if p.took is Took.YES]
         if not self.account.changes_host and not holders:
             return await self.nobody_took(pushes, resumed)
-        stale = [p for p in pushes if p.took is not Took.YES]
+        # a usage whose target is missing holds nothing: skipped, not recorded stale
+        missing = [p for p in pushes if p.took is Took.MISSING]
+        stale = [p for p in pushes if p.took not in (Took.YES, Took.MISSING)]
         recorded = await self.record_stale(stale)
         try:
             version = await self.ctx.store.promote(
@@ -56,6 +58,9 @@ class Settlement(Attempt):
             error = f"{len(stale)} of {len(pushes)} usage(s) did not take it"
             if not recorded:
                 error += " (and could not be recorded stale in Vault: check them)"
+        if missing:
+            skipped = f"{len(missing)} usage(s) not attempted: target missing at its endpoint"
+            error = f"{error}; {skipped}" if error else skipped
         return self.outcome(
             status,
             reason,
@@ -99,6 +104,8 @@ class Settlement(Attempt):
                 error=f"{maybe[0].note}; candidate kept pending, the next run settles it",
                 pushes=pushes,
             )
+        if pushes and all(p.took is Took.MISSING for p in pushes):
+            return await self.nowhere(pushes)
         earlier = [p for p in pushes if p.earlier]
         if earlier:
             # An earlier run may have delivered it where a re-send is now refused.
@@ -113,6 +120,20 @@ class Settlement(Attempt):
             )
         first = pushes[0].note if pushes else "no usage to take it"
         return await self.discarded(first, pushes)
+
+    async def nowhere(self, pushes: Sequence[Push]) -> AccountOutcome:
+        """A copy-only account none of whose usages' targets exist: the candidate is
+        dropped (nothing can hold it) and the account is not attempted, not failed."""
+        why = "every usage's target is missing at its endpoint"
+        try:
+            await self.ctx.store.discard(self.account.vault_path)
+        except StoreError as exc:
+            why = f"{why}; the candidate could not be discarded ({exc})"
+        else:
+            why = f"{why}; candidate discarded, the current password stays valid"
+        return self.outcome(
+            Status.NOT_ATTEMPTED, self.decision.reason, Stage.STAGED, error=why, pushes=pushes
+        )
 
     async def discarded(self, why: str, pushes: Sequence[Push] = ()) -> AccountOutcome:
         """Nothing holds the candidate: drop it; Vault's current password stays valid."""

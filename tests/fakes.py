@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from rotate.errors import EndpointUnavailable, OutcomeUnknown, Rejected, RemoteError
+from rotate.errors import EndpointUnavailable, Missing, OutcomeUnknown, Rejected, RemoteError
 from rotate.models import Credential, Row, Secret
 from rotate.stores.memory import MemoryStore
 
@@ -13,8 +13,9 @@ from rotate.stores.memory import MemoryStore
 class FakeTarget:
     """Holds passwords in a dict; write-only or readable; per-target behaviour set by the test.
 
-    Push behaviours (`behaviour[target]`): ok, reject, unreachable, unknown (applied, then
-    no answer), mismatch (reads back something else), followup-fails. Read behaviours:
+    Push behaviours (`behaviour[target]`): ok, reject, missing (no such object: a 404),
+    unreachable, unknown (applied, then no answer), mismatch (reads back something else),
+    followup-fails. Read behaviours:
     read_error, read_error_after_push, no_password. With a `store`, each push records whether
     the candidate was in Vault's journal first (invariant 1).
     """
@@ -69,6 +70,8 @@ class FakeTarget:
         how = self.behaviour.get(row.target, "ok")
         if how == "reject":
             raise Rejected("HTTP 400: password too long")
+        if how == "missing":
+            raise Missing("PUT /computer/<id>/RDP: HTTP 404: computer not found")
         if how == "unreachable":
             raise RemoteError("failed after 3 attempt(s): ConnectError")
         self.held[row.target] = credential.password.reveal()

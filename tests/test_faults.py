@@ -680,9 +680,11 @@ def test_rejected_password_is_discarded_and_the_current_stays_valid(
     assert_no_secret_in_outputs(world, capsys.readouterr(), caplog)
 
 
-def test_unknown_target_fails_clearly_and_affects_nothing_else(
+def test_unknown_target_is_skipped_clearly_and_affects_nothing_else(
     world: World, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A usage whose target is not at its endpoint is not attempted (issue 14), the reason
+    named; its copy-only account, with no usage left to hold a candidate, drops it."""
     adopt(world)
     ghosts = {
         "office-mac,connection,FFFF-0000,RDP,,ghost,EXAMPLE,,none,default,,,,": (
@@ -701,9 +703,12 @@ def test_unknown_target_fails_clearly_and_affects_nothing_else(
     for line, fragment in ghosts.items():
         row = next(r for r in world.rows if r.target == line.split(",")[2])
         item = items.pop(row.label)
-        assert item["status"] == "failed"
+        assert item["status"] == "not_attempted"
+        assert item["error"].startswith(f"target missing at {row.endpoint}: ")
         assert fragment in item["error"]
-        assert "candidate discarded" in item["error"]
+        account = next(a for a in record["accounts"] if a["account"] == row.account)
+        assert account["status"] == "not_attempted"
+        assert "candidate discarded" in account["error"]
         assert world.version(row) is None
         assert world.pending(row) is None
         assert world.held(row) is None  # nothing was created on the target either

@@ -40,6 +40,7 @@ COLUMNS: tuple[str, ...] = (
     "reason",
     "error",
     "followups",
+    "problem",
 )
 
 #: the accounts CSV header: every key of `AccountResult.as_record()`, in a fixed order

@@ -60,6 +60,8 @@ MAX_DRIFT_LISTED = 1000
 MAX_ACCOUNTS_LISTED = 1000
 #: stale usages a compliance page lists at most; the CSV and JSON have them all
 MAX_STALE_LISTED = 1000
+#: usage problems a plan page lists at most; the CSV and JSON have them all
+MAX_PROBLEMS_LISTED = 1000
 #: endpoints drawn in a chart at most (those with most items needing attention); the
 #: endpoint table lists them all
 MAX_CHART_ENDPOINTS = 40
@@ -505,6 +507,8 @@ def _mode_context(record: RunRecord, tally: stats.Tally) -> dict[str, object]:
     if record.mode == "plan":
         context["reasons"] = _plan_reasons(tally)
         context["command"] = run_command(record) if record.plan_hash else ""
+        context["problems"] = tally.problems[:MAX_PROBLEMS_LISTED]
+        context["problems_total"] = len(tally.problems)
     if record.mode == "report":
         context["histogram"] = charts.age_columns(tally.age_histogram())
         context["soon"] = tally.soon

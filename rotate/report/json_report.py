@@ -75,6 +75,8 @@ def _head(
         ],
         "accounts_summary": accounts.summary(),
     }
+    if record.mode == "plan":
+        data["usage_problems"] = len(tally.problems)
     if record.mode == "report":
         data["percentages"] = tally.percentages()
         data["account_percentages"] = accounts.percentages()

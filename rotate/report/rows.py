@@ -7,7 +7,7 @@ markup is exactly what the templates' cells used to produce.
 
 Every value that comes from the inventory, Vault or a remote API (endpoint, target, username,
 domain, account, authority, host, protocol, policy, owner, Vault path, reason, error,
-follow-ups) goes through
+problem, follow-ups) goes through
 `markupsafe.escape`, as Jinja's autoescape would; only values from closed sets (statuses,
 stages, kinds, numbers, times this module formats) are written as they are.
 """
@@ -135,6 +135,8 @@ def _day(value: datetime | None) -> str:
 
 def _detail(item: ItemResult) -> str:
     error = f' <span class="err">{_e(item.error)}</span>' if item.error else ""
+    if item.problem:
+        error += f' <span class="err problem">{_e(item.problem)}</span>'
     return f'<td class="wrap">{_e(item.reason)}{error}</td>'
 
 

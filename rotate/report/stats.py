@@ -68,6 +68,8 @@ class Tally:
     reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: the stale usages (the account changed, they did not take it), in record order
     stale: list[ItemResult] = field(default_factory=list)
+    #: the usages a plan found a problem with (missing target, another username), in order
+    problems: list[ItemResult] = field(default_factory=list)
 
     def add(self, item: ItemResult) -> None:
         status = item.status
@@ -86,6 +88,8 @@ class Tally:
             self.reasons[status.value, why(item)] += 1
         elif status is Status.STALE:
             self.stale.append(item)
+        if item.problem:
+            self.problems.append(item)
 
     def summary(self) -> dict[str, int]:
         """Counts by status as `RunRecord.summary()` has them: `total`, the DESIGN.md keys,

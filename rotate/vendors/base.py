@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rotate.authorities.base import SecretSource
 from rotate.models import Credential, Row, Secret
@@ -56,6 +56,26 @@ class Target(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UsageCheck:
+    """What a read-only look at one usage's target found (never a password)."""
+
+    exists: bool
+    username: str | None = None  # the username it stores, where the API shows one
+    detail: str = ""  # why it is missing (the vendor's words), or what was read
+
+
+@runtime_checkable
+class Inspectable(Protocol):
+    """A Target that can look at a usage without writing (`rotate plan` checks every usage
+    with it); a vendor's target without `inspect` leaves its usages "not checked"."""
+
+    async def inspect(self, row: Row) -> UsageCheck:
+        """Whether the row's target exists at the endpoint, and the username it stores;
+        RemoteError when the endpoint cannot tell."""
         ...
 
 

@@ -8,14 +8,14 @@ import functools
 import os
 import random
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from rotate.errors import OutcomeUnknown, Rejected, RemoteError
+from rotate.errors import Missing, OutcomeUnknown, Rejected, RemoteError
 from rotate.models import Secret
 from rotate.settings import RunSettings
 from rotate.transport import transport
@@ -162,12 +162,15 @@ class Endpoint:
         json: Any = None,
         write: bool = False,
         failure: Any = None,
+        missing: Callable[[httpx.Response], bool] | None = None,
         secrets: tuple[Secret, ...] = (),
     ) -> httpx.Response:
         """Send with retries; return a 200 response or raise Rejected/OutcomeUnknown/RemoteError.
 
         `what` names the call in messages (never the URL: it may carry secrets in its query).
-        `failure(response)` may classify a non-200 answer as `(message, definite)`.
+        `failure(response)` may classify a non-200 answer as `(message, definite)`;
+        `missing(response)` says whether a definite "no" means the object is not there
+        (Missing, a Rejected).
         `secrets` are scrubbed from any vendor text that reaches a message.
         """
         maybe_applied = False
@@ -200,6 +203,8 @@ class Endpoint:
                     raise OutcomeUnknown(
                         f"{what}: {message}, after an earlier attempt that may have applied it"
                     )
+                if definite and missing is not None and missing(response):
+                    raise Missing(f"{what}: {message}")
                 if definite:
                     raise Rejected(f"{what}: {message}")
                 if response.status_code != 429:

@@ -19,6 +19,9 @@ class RemotixSettings(EndpointSettings):
     apple_key: str = "apple"
     vnc_key: str = "apple"  # a plain VNC server's key name is not documented
     verify_computers: bool = True
+    # The status the API answers for a computer, connection or group that is not there (the
+    # manual says only "errors are 4xx"): such a usage is skipped, not failed.
+    missing_status: int = 404
     # The API has no documented call that lists cloud computers: `rotate discover` reads
     # the connections of these computer ids. (Values are lower-cased like every list key;
     # Remotix computer ids are numeric.)

@@ -232,8 +232,10 @@ class RemotixSimulator(Simulator):
         apple_key: str = "apple",
         vnc_key: str = "apple",
         vnc_max_password: int = 8,
+        missing_status: int = 404,
     ) -> None:
         super().__init__(state, faults)
+        self.missing_status = missing_status  # what it answers for an object not there
         self.token = token
         self.connection_prefix = {"NEAR": near_key, "RDP": rdp_key, "APPLE": apple_key}
         self.computer_prefix = {"NEAR": near_key, "RDP": rdp_key, "VNC": vnc_key}
@@ -279,7 +281,7 @@ class RemotixSimulator(Simulator):
     async def get_group(self, request: web.Request) -> web.Response:
         uid = request.match_info["uid"]
         if uid not in self.state.groups:
-            raise SimError(404, "group not found")
+            raise SimError(self.missing_status, "group not found")
         items = [
             {"uid": c.uid, "name": c.name, "type": c.protocol}
             for c in self.state.connections.values()
@@ -409,13 +411,13 @@ class RemotixSimulator(Simulator):
     def _connection(self, request: web.Request) -> RemotixConnection:
         conn = self.state.connections.get(request.match_info["uid"])
         if conn is None:
-            raise SimError(404, "connection not found")
+            raise SimError(self.missing_status, "connection not found")
         return conn
 
     def _computer(self, request: web.Request) -> RemotixComputer:
         computer = self.state.computers.get(request.match_info["id"])
         if computer is None:
-            raise SimError(404, "computer not found")
+            raise SimError(self.missing_status, "computer not found")
         return computer
 
     def _computer_connection(
@@ -424,10 +426,10 @@ class RemotixSimulator(Simulator):
         computer = self._computer(request)
         ctype = request.match_info["ctype"]
         if parse_suffix(ctype) is None:
-            raise SimError(404, f"unknown connection type {ctype!r}")
+            raise SimError(self.missing_status, f"unknown connection type {ctype!r}")
         conn = computer.connections.get(ctype)
         if conn is None:
-            raise SimError(404, "connection not found")
+            raise SimError(self.missing_status, "connection not found")
         return computer, conn
 
     def _group_of(self, body: Mapping[str, Any]) -> str | None:
@@ -435,7 +437,7 @@ class RemotixSimulator(Simulator):
         if group is None:
             return None
         if not isinstance(group, str) or group not in self.state.groups:
-            raise SimError(404, "group not found")
+            raise SimError(self.missing_status, "group not found")
         return group
 
     @staticmethod
@@ -559,6 +561,7 @@ class RemotixStandIn:
             rdp_key=s.rdp_key,
             apple_key=s.apple_key,
             vnc_key=s.vnc_key,
+            missing_status=s.missing_status,
         )
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from rotate.errors import EndpointUnavailable, RemoteError
+import httpx
+
+from rotate.errors import EndpointUnavailable, Missing, RemoteError
 from rotate.models import Credential, Row, Secret
-from rotate.vendors.http import HttpTarget
+from rotate.vendors.base import UsageCheck
+from rotate.vendors.http import Endpoint, HttpTarget
 from rotate.vendors.remotix.kinds import COMPUTER, CONNECTION
 from rotate.vendors.remotix.settings import RemotixSettings
 
@@ -20,6 +24,15 @@ def _seg(value: str) -> str:
 
 class RemotixTarget(HttpTarget[RemotixSettings]):
     """PUT /connection/<uid>/credentials; PUT and GET /computer/<id>/<TYPE>[_<port>]."""
+
+    def __init__(self, settings: RemotixSettings, http: Endpoint) -> None:
+        super().__init__(settings, http)
+        # The address book (uid -> type, and the groups that could not be read), read once
+        # by the first `inspect` of a connection and shared by the others.
+        self._address_book: asyncio.Task[tuple[dict[str, str], list[str]]] | None = None
+
+    def _missing(self, response: httpx.Response) -> bool:
+        return response.status_code == self.settings.missing_status
 
     def _body(self, row: Row, credential: Credential) -> dict[str, str]:
         key = self.settings.key(row.protocol)
@@ -60,6 +73,7 @@ class RemotixTarget(HttpTarget[RemotixSettings]):
                 json=body,
                 write=True,
                 what="PUT /connection/<uid>/credentials",
+                missing=self._missing,
                 secrets=(credential.password,),
             )
         else:
@@ -69,6 +83,7 @@ class RemotixTarget(HttpTarget[RemotixSettings]):
                 json=body,
                 write=True,
                 what=f"PUT /computer/<id>/{row.protocol_suffix}",
+                missing=self._missing,
                 secrets=(credential.password,),
             )
 
@@ -91,6 +106,61 @@ class RemotixTarget(HttpTarget[RemotixSettings]):
 
     async def follow_up(self, row: Row, credential: Credential) -> Sequence[str]:
         return ()
+
+    # -- `rotate plan`: does the usage's target exist, and whose logon does it store? -------
+
+    async def inspect(self, row: Row) -> UsageCheck:
+        """A computer connection: its credentials read (GET .../credentials; the password is
+        dropped). An address-book connection: looked up in the groups' listings (the API
+        reads no connection by uid and shows no username)."""
+        if row.kind == CONNECTION.name:
+            return await self._find_in_address_book(row)
+        what = f"GET /computer/<id>/{row.protocol_suffix}/credentials"
+        try:
+            response = await self.http.request(
+                "GET", f"{self._computer_path(row)}/credentials", what=what, missing=self._missing
+            )
+        except Missing as exc:
+            return UsageCheck(False, detail=str(exc))
+        try:
+            body = response.json()
+        except ValueError:
+            raise RemoteError(f"{what}: the answer is not JSON") from None
+        username = (
+            body.get(f"{self.settings.key(row.protocol)}.username")
+            if isinstance(body, dict)
+            else None
+        )
+        return UsageCheck(True, username if isinstance(username, str) and username else None)
+
+    async def _find_in_address_book(self, row: Row) -> UsageCheck:
+        if self._address_book is None:
+            self._address_book = asyncio.ensure_future(self._read_address_book())
+        items, unread = await self._address_book
+        if row.target in items:
+            return UsageCheck(True, detail=f"address-book entry of type {items[row.target]}")
+        if unread:
+            raise RemoteError(
+                f"connection {row.target!r} is in none of the groups read; not read: "
+                + "; ".join(unread[:3])
+            )
+        return UsageCheck(False, detail="no address-book group lists this connection uid")
+
+    async def _read_address_book(self) -> tuple[dict[str, str], list[str]]:
+        """Every address-book entry (uid -> type), through GET /groups and GET /group/<uid>;
+        the groups whose listing failed, with why."""
+        groups = await self.groups()
+        unread: list[str] = []
+
+        async def one(uid: str, name: str) -> list[tuple[str, str, str]]:
+            try:
+                return await self.group_items(uid)
+            except RemoteError as exc:
+                unread.append(f"group {name or uid!r} ({exc})")
+                return []
+
+        listed = await asyncio.gather(*(one(uid, name) for uid, name in groups))
+        return {uid: kind for items in listed for uid, _, kind in items}, unread
 
     # -- reads for `rotate discover` (never a password) -----------------------------------
 

@@ -41,6 +41,10 @@ class SparkViewSettings(EndpointSettings):
         "unauthori",
     )
 
+    # The words (lower case) of the `error:` answer for a server id the gateway does not
+    # define (the manual: "not found"); such a usage is skipped, not failed.
+    missing_errors: tuple[str, ...] = ("not found",)
+
     def problems(self) -> list[str]:
         """What makes the gateway password's source unusable."""
         where = f"endpoints.{self.name}"

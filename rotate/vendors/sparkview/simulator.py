@@ -239,8 +239,10 @@ class SparkViewSimulator(Simulator):
         domain_param: str = "domain",
         version: str = "6.6.0",
         build_number: str = "1234",
+        not_found: str = "not found",
     ) -> None:
         super().__init__(state, faults)
+        self.not_found = not_found  # its error for a server id it does not define
         self._gateway_pwd = gateway_password_hash(gateway_password).encode()
         self.trust_local = trust_local
         self.credential_params = {
@@ -336,7 +338,7 @@ class SparkViewSimulator(Simulator):
     def _server(self, sid: str) -> SparkServer:
         server = self.state.servers.get(sid)
         if server is None:
-            raise SimError(500, "not found")
+            raise SimError(500, self.not_found)
         return server
 
     @staticmethod
@@ -573,4 +575,5 @@ class SparkViewStandIn:
             user_param=s.user_param,
             password_param=s.password_param,
             domain_param=s.domain_param,
+            not_found=s.missing_errors[0] if s.missing_errors else "not found",
         )

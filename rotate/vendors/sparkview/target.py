@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from rotate.errors import EndpointUnavailable, Rejected, RemoteError
+import httpx
+
+from rotate.errors import EndpointUnavailable, Missing, Rejected, RemoteError
 from rotate.models import Credential, Row, Secret
-from rotate.vendors.http import Endpoint, HttpTarget
+from rotate.vendors.base import UsageCheck
+from rotate.vendors.http import Endpoint, HttpTarget, error_text
 from rotate.vendors.sparkview.api import gateway_hash, read_failure, write_failure
 from rotate.vendors.sparkview.links import AccessLinks
 from rotate.vendors.sparkview.settings import SparkViewSettings
@@ -35,6 +38,11 @@ class SparkViewTarget(HttpTarget[SparkViewSettings]):
 
     def _auth(self) -> dict[str, str]:
         return {"gatewayPwd": self._pwd_hash.reveal()}
+
+    def _missing(self, response: httpx.Response) -> bool:
+        """The gateway's answer for a server id it does not define (a 500 `error:` body)."""
+        detail = error_text(response).lower()
+        return bool(detail) and any(word in detail for word in self.settings.missing_errors)
 
     async def probe(self) -> str:
         try:
@@ -83,7 +91,7 @@ class SparkViewTarget(HttpTarget[SparkViewSettings]):
         params = {"id": row.target, "action": "update"}
         if s.send_definition_on_update:
             if row.target not in self._definitions:
-                raise Rejected(f"server {row.target!r} is not defined on the gateway")
+                raise Missing(f"server {row.target!r} is not defined on the gateway")
             display_name, server = self._definitions[row.target]
             params.update({"displayName": display_name, "server": server})
         params[s.user_param] = credential.username
@@ -97,6 +105,7 @@ class SparkViewTarget(HttpTarget[SparkViewSettings]):
             params=params,
             write=True,
             failure=write_failure(self.settings.write_refusals),
+            missing=self._missing,
             what="GET /SERVER?action=update",
             secrets=(credential.password,),
         )
@@ -116,6 +125,28 @@ class SparkViewTarget(HttpTarget[SparkViewSettings]):
         rdp = body.get("rdp") if isinstance(body, dict) else None
         value = rdp.get("password") if isinstance(rdp, dict) else None
         return Secret(value) if isinstance(value, str) else None
+
+    async def inspect(self, row: Row) -> UsageCheck:
+        """The server read by id (`action=list&id=`; its password is dropped): whether the
+        gateway defines it, and the username of its stored logon."""
+        try:
+            response = await self.http.request(
+                "GET",
+                "/SERVER",
+                params={"action": "list", "id": row.target, **self._auth()},
+                what="GET /SERVER?action=list&id=<id>",
+                failure=read_failure,
+                missing=self._missing,
+            )
+        except Missing as exc:
+            return UsageCheck(False, detail=str(exc))
+        try:
+            body = response.json()
+        except ValueError:
+            raise RemoteError("GET /SERVER?action=list&id=<id>: the answer is not JSON") from None
+        rdp = body.get("rdp") if isinstance(body, dict) else None
+        username = rdp.get("username") if isinstance(rdp, dict) else None
+        return UsageCheck(True, username if isinstance(username, str) and username else None)
 
     # -- follow-ups: access links and two-factor enrolment --------------------------------
 
