@@ -34,10 +34,10 @@ async def plan(book: Runbook, accounts: Sequence[Account]) -> Outcome:
     now = now_utc()
     states = await book.read_states(accounts)
     decisions = book.decide(accounts, states, now)
-    acting = [a for a, d in zip(accounts, decisions, strict=True) if d is not None and d.acts]
     probes = await book.probe(sorted({r.endpoint for a in accounts for r in a.usages}))
+    # every account's authority: Vault's current password is checked there, due or not
     authority_probes = await book.probe_authorities(
-        sorted({a.authority for a in acting if a.changes_host})
+        sorted({a.authority for a in accounts if a.changes_host})
     )
     down = {n: p.detail for n, p in probes.items() if not p.ok}
     ctx = book.context(down)
@@ -72,10 +72,10 @@ async def _plan_one(
 ) -> AccountOutcome:
     """One account's plan: due or not, and whether a run could do it."""
     rotation = AccountRotation(ctx, account, state, decision, book.authorities[account.authority])
-    if not decision.acts:
-        return rotation.outcome(Status.NOT_DUE, decision.reason)
-    status, error = Status.DUE, ""
     probe = authority_probes.get(account.authority)
+    if not decision.acts:
+        return await _not_due(rotation, probe)
+    status, error = Status.DUE, ""
     up = [r for r in account.usages if r.endpoint not in ctx.down]
     if not up:
         status, error = Status.NOT_ATTEMPTED, "no endpoint of its usages passed its probe"
@@ -109,6 +109,30 @@ async def _plan_one(
                 reason=f"{item.reason}; {note}",
             )
     return outcome
+
+
+async def _not_due(rotation: AccountRotation, probe: AuthorityProbe | None) -> AccountOutcome:
+    """An account a run leaves alone: its usages hold Vault's current password, which must
+    still log in at its authority (else someone changed it there: drift, and every usage
+    holds a password that no longer works)."""
+    reason = rotation.decision.reason
+    if not rotation.changes_authority or rotation.state.current_version is None:
+        return rotation.outcome(Status.NOT_DUE, reason)
+    where = f"authority {rotation.account.authority}"
+    if probe is not None and not probe.ok:
+        return rotation.outcome(Status.NOT_DUE, reason, error=f"{where}: {probe.detail}")
+    held = await rotation.current_logs_in()
+    if held is None:
+        error = f"{where} could not check Vault's current password ({rotation.unsure})"
+        return rotation.outcome(Status.NOT_DUE, reason, error=error)
+    if held:
+        return rotation.outcome(Status.NOT_DUE, f"{reason}; Vault's current logs in at {where}")
+    return rotation.outcome(
+        Status.DRIFT,
+        reason,
+        error=f"Vault's current password does not log in at {where} (changed out of band?): "
+        "its usages hold a password that no longer works; `rotate run --force` resets it",
+    )
 
 
 async def _inspect(ctx: Context, account: Account, item: ItemResult) -> ItemResult:

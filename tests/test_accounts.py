@@ -322,13 +322,29 @@ async def test_plan_checks_the_current_password_and_writes_nothing() -> None:
     scene.adopt("old-Pass-1")
     out = await scene.book("plan").plan(scene.accounts)
     assert [i.status for i in out.items] == [Status.NOT_DUE] * 3
-    assert scene.authority.logins == 0  # not due: nothing to check
+    assert scene.authority.logins == 1  # not due, and Vault's current still logs in
+    assert out.accounts[0].login_verified is True
+    assert "Vault's current logs in at authority corp" in out.items[0].reason
     out = await scene.book("plan", max_age=0).plan(scene.accounts)
     assert [i.status for i in out.items] == [Status.DUE] * 3
-    assert scene.authority.logins == 1
+    assert scene.authority.logins == 2
     assert out.accounts[0].login_verified is True
     writes = ("stage", "promote", "discard", "mark_stale", "clear_stale", "record_failure")
     assert [scene.store.calls(c) for c in writes] == [0] * len(writes)
+    assert scene.authority.changes == 0
+    assert sum(t.pushes for t in scene.targets.values()) == 0
+
+
+async def test_plan_finds_drift_on_an_account_that_is_not_due() -> None:
+    """Someone reset the password at the authority: every usage holds one that no longer
+    works, though no rotation is due; the plan says so (and exits 1), writing nothing."""
+    scene = Scene()
+    scene.adopt("old-Pass-1")
+    scene.authority.password = "reset-by-hand-1"
+    out = await scene.book("plan").plan(scene.accounts)
+    assert [i.status for i in out.items] == [Status.DRIFT] * 3
+    assert "does not log in at authority corp" in out.items[0].error
+    assert exit_trouble("plan", out.items)
     assert scene.authority.changes == 0
     assert sum(t.pushes for t in scene.targets.values()) == 0
 
