@@ -63,6 +63,7 @@ class Invocation:
     plan_hash: str | None = None  # run: refuse unless the approved plan still holds
     shard: Shard | None = None  # only this part of the inventory, under a lease of its own
     schedule_days: float | None = None  # report: days until the next scheduled run
+    check_usages: bool = True  # plan: look at each usage's target on its endpoint
     metrics_path: Path | None = None  # checked writable with the other outputs
     progress: Progress = field(default_factory=NullProgress)
 
@@ -136,6 +137,7 @@ async def _drive(
         expected_plan_hash=invocation.plan_hash,
         schedule_days=invocation.schedule_days,
         check_drift=invocation.shard is None,
+        check_usages=invocation.check_usages,
     )
     runbook = Runbook(
         invocation.settings, store, targets, options, invocation.progress, authorities

@@ -162,6 +162,13 @@ def _plan(command: Command) -> None:
     )
     _common(p)
     p.add_argument("--force", action="store_true", help="plan every row as due")
+    p.add_argument(
+        "--no-usage-checks",
+        dest="check_usages",
+        action="store_false",
+        help="do not look at each usage's target on its endpoint (one read per usage; a "
+        "run still skips a missing one); the accounts' logins are still checked",
+    )
 
 
 def _run(command: Command) -> None:
@@ -406,6 +413,7 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         repush=getattr(args, "repush", False),
         plan_hash=getattr(args, "plan_hash", None),
         schedule_days=getattr(args, "schedule_days", None),
+        check_usages=getattr(args, "check_usages", True),
         shard=args.shard,
         metrics_path=args.metrics_file,
         progress=_progress(args, console),

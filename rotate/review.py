@@ -47,6 +47,8 @@ async def plan(book: Runbook, accounts: Sequence[Account]) -> Outcome:
         if isinstance(state, StoreError) or decision is None:
             return book.failed_read(account, state)
         outcome = await _plan_one(book, ctx, account, state, decision, authority_probes)
+        if not book.options.check_usages:
+            return outcome
         looked = await asyncio.gather(*(_inspect(ctx, account, i) for i in outcome.items))
         outcome.items[:] = looked
         return outcome

@@ -91,6 +91,7 @@ class Options:
     expected_plan_hash: str | None = None  # run: refuse unless the plan is still this one
     schedule_days: float | None = None  # report: days until the next scheduled run
     check_drift: bool = True  # report: off for a shard, which cannot tell others' secrets
+    check_usages: bool = True  # plan: look at each usage's target on its endpoint
 
 
 @dataclass(repr=False)

@@ -31,7 +31,7 @@ from tests.plugins.scene import (
 from tests.test_report_browser import ARTIFACTS, WINDOW, chromium, chromium_path
 
 GONE_COMPUTER = "branch-office/computer/234504/RDP"  # BRANCH\administrator: more usages
-GONE_SERVER = "gw1/server/dev-rdp-01/RDP"  # `developer`, copy-only, its only usage
+GONE_SERVER = "gw1/server/dev-rdp-01/RDP"  # `developer`, a host's local account: its only usage
 OTHER_USER = "gw2/server/ops-rdp-01/RDP"  # EXAMPLE\svc-ops
 PROBLEMS = (GONE_COMPUTER, GONE_SERVER, OTHER_USER)
 
@@ -112,6 +112,30 @@ def test_plan_names_each_problem_row_by_row_and_changes_nothing(
         assert secret not in outputs(world, captured)
 
 
+def test_plan_without_usage_checks_reads_no_usage(
+    scene: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--no-usage-checks` (a huge fleet's quick preview): the probes and Vault only, so the
+    three problems go unseen; every request an endpoint got is its probe's."""
+    world = scene
+    requests = {}
+    for checks in (True, False):
+        for name in world.states:
+            world.host.reset_counters(name)
+        json_path = world.out.parent / f"plan-{checks}.json"
+        flag = () if checks else ("--no-usage-checks",)
+        code = cli(world, "plan", "--json", str(json_path), *flag)
+        record = json.loads(json_path.read_text())
+        requests[checks] = sum(world.host.simulator(n).counters.requests for n in world.states)
+        assert (code, record["usage_problems"]) == ((1, 3) if checks else (0, 0))
+    capsys.readouterr()
+    # with the checks: a read per computer connection and server (the address book is
+    # listed once per endpoint); without: the probes alone (one or two per endpoint)
+    one_read_each = [r for r in world.rows if r.kind != "connection"]
+    assert requests[True] - requests[False] >= len(one_read_each)
+    assert requests[False] <= 2 * len(world.states)
+
+
 def test_run_skips_the_missing_targets_and_rotates_the_rest(
     scene: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -137,13 +161,15 @@ def test_run_skips_the_missing_targets_and_rotates_the_rest(
     assert branch["status"] == "rotated"
     assert "1 usage(s) not attempted: target missing" in branch["error"]
     assert branch["stale"] == 0
-    # `developer` (copy-only) had no usage left to hold a candidate: dropped, not failed,
-    # nothing promoted, nothing pending.
+    # `developer` (a local account of its host, this missing server its only usage) was
+    # changed at its host, which holds the new password: promoted, nothing stale or pending.
+    # (A copy-only account with no usage left drops its candidate: tests/test_missing.py.)
     developer_row = world.row(GONE_SERVER)
     developer = accounts[developer_row.account]
-    assert developer["status"] == "not_attempted"
-    assert "candidate discarded" in developer["error"]
-    assert world.version(developer_row) is None
+    assert developer["status"] == "rotated"
+    assert "1 usage(s) not attempted: target missing" in developer["error"]
+    assert developer["stale"] == 0
+    assert world.version(developer_row) == 1
     assert world.pending(developer_row) is None
     assert record["summary"]["failed"] == 0
     assert sync(world.store).stale() == {}
