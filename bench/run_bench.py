@@ -19,8 +19,10 @@ Scenarios (default: all four):
 
   latency     10,000 credentials, 20 endpoints x 8 in flight, 50 ms per vendor request
   throughput  5,000 credentials, 0 ms latency
-  large       100,000 rows: `rotate plan` and `rotate report` against an empty Vault prefix,
-              then `rotate report` again once every row has a secret (as after a rotation)
+  large       100,000 rows: `rotate plan` (every usage looked at on its endpoint: a read
+              each, no wall-time target) and `rotate plan --no-usage-checks` (the quick
+              preview, <= 60 s) and `rotate report` against an empty Vault prefix, then
+              `rotate report` again once every row has a secret (as after a rotation)
   shared      2,500 accounts of 4 usages each (10,000 rows over the 20 endpoints, 50 ms) on
               one `ldap` authority: `rotate simulate`'s directory stand-in, 50 ms per
               operation, reached through a relay here that counts the LDAP operations;
@@ -1295,13 +1297,20 @@ def inventory_scenario(w: World, say: Say) -> Outcome:
     s = w.scenario
     o = Outcome(s)
     n = len(w.rows)
-    for command, tag in (("plan", "plan"), ("report", "report"), ("report", "report-full")):
+    runs: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+        ("plan", "plan", ()),
+        ("plan", "plan-quick", ("--no-usage-checks",)),
+        ("report", "report", ()),
+        ("report", "report-full", ()),
+    )
+    for command, tag, flags in runs:
         if tag == "report-full":
             say(f"writing a secret for each of the {n:,} rows (not measured)")
             populate(w)
         w.sims.reset_counters()
-        say(f"rotate {command}: {n:,} rows" + (", every secret present" if tag != command else ""))
-        m, share, record = w.rotate(command, tag)
+        more = ", every secret present" if tag == "report-full" else " ".join(("", *flags))
+        say(f"rotate {command}: {n:,} rows{more}")
+        m, share, record = w.rotate(command, tag, *flags)
         o.note_cpu(f"rotate {tag}", share)
         counters = w.sims.counters()
         items = (record or {}).get("items") or []
@@ -1313,7 +1322,8 @@ def inventory_scenario(w: World, say: Say) -> Outcome:
                 f"log {m.log}: {_tail(m.log)}"
             )
         wall = f"{m.wall_s:.1f} s" + (" (killed at the timeout)" if m.timed_out else "")
-        if s.max_wall_s is not None:
+        # a plan that reads every usage is a read per row, like a run's read-back: no target
+        if s.max_wall_s is not None and tag != "plan":
             o.add(f"{tag}: wall time", wall, f"<= {s.max_wall_s:g} s", m.wall_s <= s.max_wall_s)
         else:
             o.add(f"{tag}: wall time", wall)
