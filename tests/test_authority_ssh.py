@@ -1,8 +1,8 @@
-"""The `ssh` authority against a real OpenSSH server (tests/plugins/sshd.py), and its checks.
+"""The `ssh` authority against a real OpenSSH server (tests/plugins/sshd.py) and the demo's
+in-process stand-in (rotate/sim/sshhost.py), and its checks.
 
-The contract tests take an `ssh_host` (one parameter per server); another host (the
-in-process stand-in of rotate/sim/sshhost.py, say) joins them by a fixture
-`<name>_ssh_host` returning a `Host` and its name in HOSTS. Tests that need to look inside
+The contract tests take an `ssh_host` (one parameter per host: sshd, the stand-in); another
+host joins them by a fixture `<name>_ssh_host` returning a `Host` and its name in HOSTS. Tests that need to look inside
 the host (the command lines it ran, its sessions, a session killed mid-change) are sshd's.
 The last section needs no server: config parsing, hostile login names, hosts and passwords,
 refused before any connection (sockets are disabled there).
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 
 from rotate.authorities.ssh import SSH, SshAuthority, SshSettings
@@ -34,6 +35,8 @@ from rotate.errors import (
 from rotate.models import Account, Row, Secret
 from rotate.registry import authority_type
 from rotate.settings import EndpointSettings, Settings
+from rotate.sim.host import SimulatorHost
+from rotate.sim.sshhost_state import SshHostState
 from tests.plugins.slapd import free_port
 from tests.plugins.sshd import Sshd, keygen, known_hosts_line, strong_password
 
@@ -123,8 +126,46 @@ def sshd_ssh_host(sshd: Sshd) -> Host:
     )
 
 
+@pytest.fixture
+def standin_ssh_host(sim_host: SimulatorHost, tmp_path: Path) -> Host:
+    """The demo's SSH host stand-in (rotate/sim/sshhost.py), in this process: local users
+    in its state, rotate's key authorized for root, its host key in a known_hosts file."""
+    state = SshHostState(min_length=16)  # the quality command's rule, on the stand-in
+
+    def add_user(password: str) -> str:
+        name = f"rt{secrets.token_hex(4)}"
+        state.add_user(name, password)
+        return name
+
+    key_file = tmp_path / "standin" / "id_ed25519"
+    key_file.parent.mkdir()
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key_file.write_bytes(key.export_private_key())
+    key_file.chmod(0o600)
+    public = key.export_public_key("openssh").decode().strip()
+    name = f"host-{secrets.token_hex(3)}"
+    address = sim_host.add_ssh_host(name, state, authorized_key=public)
+    line = sim_host.ssh_host(name).known_hosts_line
+    known_hosts = tmp_path / "standin" / "known_hosts"
+    known_hosts.write_text(line + "\n")
+    return Host(
+        address=address,
+        key_file=key_file,
+        known_hosts=known_hosts,
+        login_user="root",
+        add_user=add_user,
+        password_is=lambda user, password: state.logs_in(user, password),
+        refusing_command="chpasswd",
+        weak_password="Short-1:x",
+        public_key=line.split(" ", 1)[1],
+    )
+
+
 #: hosts the contract runs on: "<name>" needs a fixture "<name>_ssh_host"
-HOSTS = [pytest.param("sshd", marks=pytest.mark.integration)]
+HOSTS = [
+    pytest.param("sshd", marks=pytest.mark.integration),
+    pytest.param("standin", marks=pytest.mark.integration),
+]
 
 
 @pytest.fixture(params=HOSTS)
