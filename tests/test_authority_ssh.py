@@ -2,8 +2,9 @@
 in-process stand-in (rotate/sim/sshhost.py), and its checks.
 
 The contract tests take an `ssh_host` (one parameter per host: sshd, the stand-in); another
-host joins them by a fixture `<name>_ssh_host` returning a `Host` and its name in HOSTS. Tests that need to look inside
-the host (the command lines it ran, its sessions, a session killed mid-change) are sshd's.
+host joins them by a fixture `<name>_ssh_host` returning a `Host` and its name in HOSTS.
+Tests that need to look inside the host (the command lines it ran, its sessions, a session
+killed mid-change) are sshd's.
 The last section needs no server: config parsing, hostile login names, hosts and passwords,
 refused before any connection (sockets are disabled there).
 """
