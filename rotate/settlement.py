@@ -124,13 +124,7 @@ class Settlement(Attempt):
     async def nowhere(self, pushes: Sequence[Push]) -> AccountOutcome:
         """A copy-only account none of whose usages' targets exist: the candidate is
         dropped (nothing can hold it) and the account is not attempted, not failed."""
-        why = "every usage's target is missing at its endpoint"
-        try:
-            await self.ctx.store.discard(self.account.vault_path)
-        except StoreError as exc:
-            why = f"{why}; the candidate could not be discarded ({exc})"
-        else:
-            why = f"{why}; candidate discarded, the current password stays valid"
+        why = await self._drop("every usage's target is missing at its endpoint")
         return self.outcome(
             Status.NOT_ATTEMPTED, self.decision.reason, Stage.STAGED, error=why, pushes=pushes
         )
@@ -138,15 +132,18 @@ class Settlement(Attempt):
     async def discarded(self, why: str, pushes: Sequence[Push] = ()) -> AccountOutcome:
         """Nothing holds the candidate: drop it; Vault's current password stays valid."""
         self.known_failure()
-        try:
-            await self.ctx.store.discard(self.account.vault_path)
-        except StoreError as exc:
-            why = f"{why}; the candidate could not be discarded ({exc})"
-        else:
-            why = f"{why}; candidate discarded, the current password stays valid"
+        why = await self._drop(why)
         return self.outcome(
             Status.FAILED, self.decision.reason, Stage.STAGED, error=why, pushes=pushes
         )
+
+    async def _drop(self, why: str) -> str:
+        """Discard the candidate; `why` with what became of it."""
+        try:
+            await self.ctx.store.discard(self.account.vault_path)
+        except StoreError as exc:
+            return f"{why}; the candidate could not be discarded ({exc})"
+        return f"{why}; candidate discarded, the current password stays valid"
 
     async def discard_unused(self) -> None:
         """A candidate staged for an account that stops before anything saw it."""

@@ -110,14 +110,20 @@ class SparkViewTarget(HttpTarget[SparkViewSettings]):
             secrets=(credential.password,),
         )
 
-    async def read_back(self, row: Row) -> Secret | None:
-        response = await self.http.request(
+    async def _server(self, row: Row, *, missing: bool = False) -> httpx.Response:
+        """`GET /SERVER?action=list&id=<id>`: the server with its stored logon (`missing`:
+        the gateway's "no such server" raises Missing)."""
+        return await self.http.request(
             "GET",
             "/SERVER",
             params={"action": "list", "id": row.target, **self._auth()},
             what="GET /SERVER?action=list&id=<id>",
             failure=read_failure,
+            missing=self._missing if missing else None,
         )
+
+    async def read_back(self, row: Row) -> Secret | None:
+        response = await self._server(row)
         try:
             body = response.json()
         except ValueError:
@@ -130,14 +136,7 @@ class SparkViewTarget(HttpTarget[SparkViewSettings]):
         """The server read by id (`action=list&id=`; its password is dropped): whether the
         gateway defines it, and the username of its stored logon."""
         try:
-            response = await self.http.request(
-                "GET",
-                "/SERVER",
-                params={"action": "list", "id": row.target, **self._auth()},
-                what="GET /SERVER?action=list&id=<id>",
-                failure=read_failure,
-                missing=self._missing,
-            )
+            response = await self._server(row, missing=True)
         except Missing as exc:
             return UsageCheck(False, detail=str(exc))
         try:
