@@ -224,10 +224,10 @@ def test_one_run_follows_an_engine_rotation_and_a_second_changes_nothing(
     assert code == 0
     assert set(statuses(record).values()) == {"skipped"}
     assert s.snapshot() == snapshot  # nothing written: not Vault, not one usage
-    print(f"\nfollow: first run {first:.2f} s, run after the engine's rotation {second:.2f} s")
-
     s.extra_secrets += [engine.password(u.name) for u in (a, b)] + list(before.values())
     s.assert_no_secret(capsys.readouterr(), caplog)
+    with capsys.disabled():  # the figures for `pytest -s`
+        print(f"\nfollow: first run {first:.2f} s, run after the engine's rotation {second:.2f} s")
 
 
 def test_a_usage_that_cannot_take_the_engines_password_is_named_and_nothing_is_sent(
