@@ -41,9 +41,21 @@ async def plan(book: Runbook, accounts: Sequence[Account]) -> Outcome:
     )
     down = {n: p.detail for n, p in probes.items() if not p.ok}
     ctx = book.context(down)
+    # what the plan hash covers: the due secrets and the usages to repair
+    due = [
+        f"repair:{label}"
+        for state in states
+        if isinstance(state, SecretState)
+        for label in state.stale
+    ]
+    due += [a.vault_path for a, d in zip(accounts, decisions, strict=True) if d and d.due]
+    pending: list[SecretState | StoreError | None] = list(states)
+    del states  # each state is let go once its account has its outcome (a lower peak)
 
     async def one(index: int) -> AccountOutcome:
-        account, state, decision = accounts[index], states[index], decisions[index]
+        account, state, decision = accounts[index], pending[index], decisions[index]
+        pending[index] = None
+        assert state is not None
         if isinstance(state, StoreError) or decision is None:
             return book.failed_read(account, state)
         outcome = await _plan_one(book, ctx, account, state, decision, authority_probes)
@@ -54,12 +66,6 @@ async def plan(book: Runbook, accounts: Sequence[Account]) -> Outcome:
         return outcome
 
     outcomes = await fan_out(one, range(len(accounts)), book.width())  # no list of 100,000 ints
-    due: list[str] = []
-    for account, state, decision in zip(accounts, states, decisions, strict=True):
-        if decision is not None and decision.due:
-            due.append(account.vault_path)
-        if isinstance(state, SecretState):
-            due.extend(f"repair:{label}" for label in state.stale)
     plan_hash = planner.plan_hash(book.options.inputs_digest, due)
     return book.record(outcomes, probes, authority_probes, plan_hash=plan_hash, aborted="")
 
@@ -170,10 +176,19 @@ async def _inspect(ctx: Context, account: Account, item: ItemResult) -> ItemResu
 async def report(book: Runbook, accounts: Sequence[Account]) -> Outcome:
     """Compliance of every account and usage, from Vault alone."""
     now = now_utc()
-    states = await book.read_states(accounts)
+    states: list[SecretState | StoreError | None] = list(await book.read_states(accounts))
+    # the usages whose account has no secret (for the drift check), before the states go
+    without_secret = tuple(
+        r.label
+        for a, st in zip(accounts, states, strict=True)
+        if isinstance(st, SecretState) and st.current_version is None
+        for r in a.usages
+    )
     outcomes = []
     ctx = book.context({})
-    for account, state in zip(accounts, states, strict=True):
+    for index, account in enumerate(accounts):
+        state, states[index] = states[index], None  # let go once used (a lower peak)
+        assert state is not None
         if isinstance(state, StoreError):
             outcomes.append(book.failed_read(account, state))
             continue
@@ -184,14 +199,14 @@ async def report(book: Runbook, accounts: Sequence[Account]) -> Outcome:
             ctx, account, state, planner.Decision(False, reason), book.authorities[NO_AUTHORITY]
         )
         outcomes.append(rotation.outcome(status, reason, soon=soon, compliance=True))
-    found = await drift(book, accounts, states) if book.options.check_drift else None
+    found = await drift(book, accounts, without_secret) if book.options.check_drift else None
     record = book.record(outcomes, {}, {}, aborted="")
     record.drift = found
     return record
 
 
 async def drift(
-    book: Runbook, accounts: Sequence[Account], states: Sequence[SecretState | StoreError]
+    book: Runbook, accounts: Sequence[Account], without_secret: tuple[str, ...]
 ) -> Drift | None:
     """Secrets under the prefix that no account uses, and usages whose account has none."""
     try:
@@ -202,10 +217,5 @@ async def drift(
     known = {a.vault_path for a in accounts}
     return Drift(
         secrets_without_row=tuple(p for p in listed if p not in known),
-        rows_without_secret=tuple(
-            r.label
-            for a, st in zip(accounts, states, strict=True)
-            if isinstance(st, SecretState) and st.current_version is None
-            for r in a.usages
-        ),
+        rows_without_secret=without_secret,
     )
