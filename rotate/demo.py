@@ -207,6 +207,37 @@ def _invoke(
     return result
 
 
+def _say_where(
+    vault_addr: str,
+    urls: Mapping[str, str],
+    settings: Settings,
+    directories: Mapping[str, object],
+    host: SimulatorHost,
+    ssh_hosts: Mapping[str, SshHostState],
+) -> None:
+    """Where the demo's OpenBao, simulators and stand-ins listen."""
+    print(
+        f"demo: OpenBao dev server at {vault_addr}; simulators: "
+        + ", ".join(f"{n} {u}" for n, u in sorted(urls.items()))
+    )
+    print(
+        "demo: directory stand-ins: "
+        + ", ".join(
+            f"{n} ({a.type}) {a.url}"
+            for n, a in sorted(settings.authorities.items())
+            if n in directories and isinstance(a, LdapSettings)
+        )
+    )
+    if ssh_hosts:
+        print(
+            "demo: SSH host stand-ins: "
+            + ", ".join(
+                f"{n} 127.0.0.1:{host.ssh_host(n).port} ({len(s.users())} local account(s))"
+                for n, s in sorted(ssh_hosts.items())
+            )
+        )
+
+
 def run_demo(out_dir: Path, inventory: Path | None, config: Path | None, progress: Progress) -> int:
     """Start OpenBao and the simulators on loopback, rotate the demo inventory, stop them."""
     inventory = demo_file("demo.csv", inventory)
@@ -240,26 +271,7 @@ def run_demo(out_dir: Path, inventory: Path | None, config: Path | None, progres
         settings = replace(
             settings, vault=replace(settings.vault, addr=vault.addr, token=vault.token)
         )
-        print(
-            f"demo: OpenBao dev server at {vault.addr}; simulators: "
-            + ", ".join(f"{n} {u}" for n, u in sorted(urls.items()))
-        )
-        print(
-            "demo: directory stand-ins: "
-            + ", ".join(
-                f"{n} ({a.type}) {a.url}"
-                for n, a in sorted(settings.authorities.items())
-                if n in directories and isinstance(a, LdapSettings)
-            )
-        )
-        if ssh_hosts:
-            print(
-                "demo: SSH host stand-ins: "
-                + ", ".join(
-                    f"{n} 127.0.0.1:{host.ssh_host(n).port} ({len(s.users())} local account(s))"
-                    for n, s in sorted(ssh_hosts.items())
-                )
-            )
+        _say_where(vault.addr, urls, settings, directories, host, ssh_hosts)
         results = {mode: _invoke(mode, inventory, settings, out_dir, progress) for mode in MODES}
         store = VaultStore(settings.vault)
         try:

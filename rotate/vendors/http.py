@@ -132,6 +132,25 @@ def _retry_after(response: httpx.Response) -> float | None:
 ErrorText = tuple[str, bool]  # (message, definite): what a vendor's failure body says
 
 
+def _refusal(
+    what: str,
+    message: str,
+    maybe_applied: bool,
+    missing: Callable[[httpx.Response], bool] | None,
+    response: httpx.Response,
+) -> RemoteError:
+    """What a definite "no" from the target is: Missing (the object is not there), Rejected,
+    or OutcomeUnknown when an earlier attempt may have applied this very write (the "no" may
+    be about that: a target refusing to set the password it already has)."""
+    if maybe_applied:
+        return OutcomeUnknown(
+            f"{what}: {message}, after an earlier attempt that may have applied it"
+        )
+    if missing is not None and missing(response):
+        return Missing(f"{what}: {message}")
+    return Rejected(f"{what}: {message}")
+
+
 class Endpoint:
     """Requests to one vendor endpoint: bounded in flight, retried, translated to our errors."""
 
@@ -197,16 +216,8 @@ class Endpoint:
                 if response.status_code == 200:
                     return response
                 message, definite = self._classify(response, failure, secrets)
-                if definite and maybe_applied:
-                    # An earlier attempt may have applied this very write; the "no" may be
-                    # about that (a target refusing to set the password it already has).
-                    raise OutcomeUnknown(
-                        f"{what}: {message}, after an earlier attempt that may have applied it"
-                    )
-                if definite and missing is not None and missing(response):
-                    raise Missing(f"{what}: {message}")
                 if definite:
-                    raise Rejected(f"{what}: {message}")
+                    raise _refusal(what, message, maybe_applied, missing, response)
                 if response.status_code != 429:
                     # A 5xx may come after the target applied the write.
                     maybe_applied = maybe_applied or write
