@@ -120,6 +120,9 @@ class Attempt:
     login_verified: bool | None = None
     journal: str | None = None  # a journal record staged here, for the orchestrator to settle
     unsure: str = ""  # why the last login check could not tell
+    # what ages are counted to: the read-only uses' one time for every account (None: the
+    # moment each outcome is made)
+    now: datetime | None = None
     _counted: bool = False  # its failure was told to the run (once)
     _repaired: dict[str, Push] = field(default_factory=dict)
     _followups: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -290,7 +293,7 @@ class Attempt:
             reason=reason,
             error=error,
             last_rotated=rotated_at if rotated else self.state.rotated_at,
-            age_days=0.0 if rotated else planner.age_days(self.state, now_utc()),
+            age_days=0.0 if rotated else planner.age_days(self.state, self.now or now_utc()),
             max_age_days=planner.max_age(self.account, self.ctx.default_max_age_days),
             last_failure_at=self.state.last_failure_at,
             duration_s=duration,

@@ -82,11 +82,11 @@ async def read_followed(
     """The states with every followed account's rotator read (a failure: `NotFollowed`),
     and what each of them follows. `write`: a rotation run, which drops an unfinished copy of
     a password the rotator has since replaced (a plan only says it would)."""
+    followers = {name for name, a in authorities.items() if isinstance(a, Follower)}
     followed = [
         i
         for i, account in enumerate(accounts)
-        if isinstance(authorities.get(account.authority), Follower)
-        and isinstance(states[i], SecretState)
+        if account.authority in followers and isinstance(states[i], SecretState)
     ]
     if not followed:
         return list(states), {}

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from rotate import planner
 from rotate.attempt import AccountOutcome, Context, now_utc
@@ -58,7 +59,7 @@ async def plan(book: Runbook, accounts: Sequence[Account]) -> Outcome:
         assert state is not None
         if isinstance(state, StoreError) or decision is None:
             return book.failed_read(account, state)
-        outcome = await _plan_one(book, ctx, account, state, decision, authority_probes)
+        outcome = await _plan_one(book, ctx, account, state, decision, authority_probes, now)
         if not book.options.check_usages:
             return outcome
         looked = await asyncio.gather(*(_inspect(ctx, account, i) for i in outcome.items))
@@ -77,9 +78,12 @@ async def _plan_one(
     state: SecretState,
     decision: planner.Decision,
     authority_probes: Mapping[str, AuthorityProbe],
+    now: datetime,
 ) -> AccountOutcome:
-    """One account's plan: due or not, and whether a run could do it."""
-    rotation = AccountRotation(ctx, account, state, decision, book.authorities[account.authority])
+    """One account's plan: due or not, and whether a run could do it (ages counted to
+    `now`, the plan's time)."""
+    authority = book.authorities[account.authority]
+    rotation = AccountRotation(ctx, account, state, decision, authority, now=now)
     probe = authority_probes.get(account.authority)
     if not decision.acts:
         return await _not_due(rotation, probe)
@@ -196,7 +200,12 @@ async def report(book: Runbook, accounts: Sequence[Account]) -> Outcome:
             account, state, now, book.settings.run.max_age_days, book.options.schedule_days
         )
         rotation = AccountRotation(
-            ctx, account, state, planner.Decision(False, reason), book.authorities[NO_AUTHORITY]
+            ctx,
+            account,
+            state,
+            planner.Decision(False, reason),
+            book.authorities[NO_AUTHORITY],
+            now=now,
         )
         outcomes.append(rotation.outcome(status, reason, soon=soon, compliance=True))
     found = await drift(book, accounts, without_secret) if book.options.check_drift else None

@@ -9,6 +9,7 @@ read back, and how a rotation time is derived from a version.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -103,9 +104,13 @@ class KV(Protocol):
 # --- paths and credentials --------------------------------------------------------------------
 
 
+#: an empty, `.` or `..` segment anywhere (a `/` at an end makes an empty one)
+_BAD_SEGMENT = re.compile(r"(?:^|/)\.{0,2}(?:/|$)")
+
+
 def check_path(path: str, pending_root: str) -> None:
     """Refuse a malformed path, or one inside the pending area (it would mix the two)."""
-    if not path or path != path.strip("/") or any(s in ("", ".", "..") for s in path.split("/")):
+    if not path or _BAD_SEGMENT.search(path):
         raise StoreError(f"invalid secret path {path!r}: empty, '/' at an end, '//', '.' or '..'")
     if path == pending_root or path.startswith(pending_root + "/"):
         raise StoreError(f"secret path {path!r} lies inside the pending area {pending_root!r}")
