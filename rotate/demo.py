@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from rotate.app import Invocation, Result, execute, summary_line
 from rotate.authorities.ldap import LdapSettings
@@ -22,7 +22,13 @@ from rotate.registry import vendor_of, vendor_of_kind
 from rotate.settings import Settings, load_settings
 from rotate.sim.base import SimCounters
 from rotate.sim.host import SimulatorHost
-from rotate.sim.seed import SeededDirectory, seed_directories, seed_ssh_hosts, seed_states
+from rotate.sim.seed import (
+    SeededDirectory,
+    seed_directories,
+    seed_ssh_hosts,
+    seed_states,
+    ssh_settings,
+)
 from rotate.sim.sshhost import SshHostState, new_key_pair
 from rotate.sim.tls import make_tls
 from rotate.stores.vault import VaultStore
@@ -100,13 +106,11 @@ def start_ssh_hosts(
         host.add_ssh_host(name, state, authorized_key=public)
         server = host.ssh_host(name)
         lines.append(server.known_hosts_line)
-        # the ssh authority's settings class is not imported here: its fields by name
-        changes: dict[str, Any] = {
-            "key_file": str(key_file),
-            "known_hosts": str(known_hosts),
-            "port": server.port,
-        }
-        authorities[name] = replace(authorities[name], **changes)
+        config = ssh_settings(authorities[name])
+        assert config is not None  # seed_ssh_hosts made a stand-in for ssh authorities only
+        authorities[name] = replace(
+            config, key_file=str(key_file), known_hosts=str(known_hosts), port=server.port
+        )
     known_hosts.write_text("".join(line + "\n" for line in lines))
     return replace(settings, authorities=authorities)
 

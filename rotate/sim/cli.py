@@ -29,7 +29,7 @@ from rotate.sim.seed import (
     seed_directories,
     seed_ssh_hosts,
     seed_states,
-    ssh_option,
+    ssh_settings,
 )
 from rotate.sim.sshhost import SshHostState, public_key_of
 from rotate.sim.tls import SimTLS, make_tls
@@ -156,7 +156,8 @@ def ssh_hosts(
         return {}, [str(exc)]
     seeded: dict[str, SeededSshHost] = {}
     for name, state in states.items():
-        key_file = ssh_option(settings.authorities[name], "key_file", None)
+        config = ssh_settings(settings.authorities[name])
+        key_file = config.key_file if config is not None else None
         if not key_file:
             problems.append(
                 f"authority {name}: the SSH host stand-in needs the login user's public key: "
@@ -290,7 +291,8 @@ async def serve_ssh_hosts(
     one (below 1024: a free port), and print the known_hosts line a client must trust."""
     for name, seeded in hosts.items():
         seeded.state.latency_s = args.latency_ms / 1000
-        port = int(ssh_option(settings.authorities[name], "port", 22))
+        config = ssh_settings(settings.authorities[name])
+        port = config.port if config is not None else 22
         if args.free_ports or port < 1024:
             port = 0
         address = await host.add_ssh_host(

@@ -8,10 +8,10 @@ import secrets
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from rotate.authorities.base import AuthoritySettings
 from rotate.authorities.ldap import LdapSettings
+from rotate.authorities.ssh_settings import SshSettings
 from rotate.models import Account, Row
 from rotate.registry import vendor_of
 from rotate.sim.base import SimCounters
@@ -123,15 +123,9 @@ def seed_directories(
     return seeded
 
 
-#: the `type` of an ssh authority's section
-SSH = "ssh"
-
-
-def ssh_option(config: AuthoritySettings, name: str, default: Any) -> Any:
-    """An ssh authority's setting (`login_user`, `command`, `port`, `key_file`...), read by
-    name: the settings class lives with the ssh authority, which the stand-in does not
-    import (a server needs none of the client)."""
-    return getattr(config, name, default)
+def ssh_settings(config: AuthoritySettings | None) -> SshSettings | None:
+    """The settings of an ssh authority (None for any other)."""
+    return config if isinstance(config, SshSettings) else None
 
 
 def seed_ssh_hosts(
@@ -151,14 +145,13 @@ def seed_ssh_hosts(
     hosts: dict[str, SshHostState] = {}
     seen: dict[tuple[str, str], str | None] = {}  # (authority, user) -> its host
     for account in accounts:
-        config = authorities.get(account.authority)
-        if config is None or config.type != SSH:
+        config = ssh_settings(authorities.get(account.authority))
+        if config is None:
             continue
         state = hosts.get(account.authority)
         if state is None:
             state = hosts[account.authority] = SshHostState(
-                login_user=ssh_option(config, "login_user", "root"),
-                command=ssh_option(config, "command", "chpasswd"),
+                login_user=config.login_user, command=config.command
             )
         key = (account.authority, account.username)
         if key in seen:
