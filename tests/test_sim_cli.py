@@ -13,13 +13,13 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
-from rotate.authorities.base import AuthoritySettings
+from rotate.authorities.ssh_settings import SshSettings
 from rotate.demo import start_ssh_hosts
 from rotate.inventory import group_accounts
 from rotate.models import Row
@@ -161,18 +161,6 @@ def test_fault_options_are_validated():
 # -- SSH host stand-ins -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SshLike(AuthoritySettings):
-    """The fields of an ssh authority's settings the stand-ins read (the authority's own
-    class lives with it)."""
-
-    login_user: str = "root"
-    command: str = "chpasswd"
-    key_file: str | None = None
-    known_hosts: str = ""
-    port: int = 22
-
-
 def _ssh_rows() -> list[Row]:
     def row(line: int, target: str, user: str, host: str) -> Row:
         return Row(
@@ -191,7 +179,9 @@ def _ssh_rows() -> list[Row]:
 
 
 def _ssh_settings(key_file: str | None, port: int = 22) -> Settings:
-    hosts = SshLike(name="hosts", type="ssh", key_file=key_file, port=port)
+    hosts = SshSettings(
+        name="hosts", type="ssh", key_file=key_file, known_hosts="/dev/null", port=port
+    )
     return Settings(authorities={"hosts": hosts}, env={"PATH": "/usr/bin"})
 
 
@@ -277,12 +267,12 @@ def test_the_demo_points_an_ssh_authority_at_its_stand_in(
     hosts = seed_ssh_hosts(group_accounts(_ssh_rows()), settings.authorities, passwords=initial)
     wired = start_ssh_hosts(sim_host, settings, hosts, tmp_path)
     config = wired.authorities["hosts"]
-    assert isinstance(config, SshLike)
+    assert isinstance(config, SshSettings)
     assert config.port == sim_host.ssh_host("hosts").port
     assert config.key_file is not None
     assert stat.S_IMODE(os.stat(config.key_file).st_mode) == 0o600
     unchanged = settings.authorities["hosts"]
-    assert isinstance(unchanged, SshLike)
+    assert isinstance(unchanged, SshSettings)
     assert unchanged.key_file == "/etc/rotate/id_ed25519"  # a copy was changed
 
     async def change() -> int | None:
