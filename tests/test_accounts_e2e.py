@@ -420,6 +420,93 @@ def inventory_text(scene: Scene, rows: list[tuple[str, ...]] | None = None) -> s
     return buf.getvalue()
 
 
+def set_cli_environment(monkeypatch: pytest.MonkeyPatch, vault: DevVault, **more: str) -> None:
+    """The CLI's environment for a scene: its Vault and token, the gateway password, `more`,
+    and none of the user's own rotate or Vault settings."""
+    monkeypatch.setenv("VAULT_ADDR", vault.addr)
+    monkeypatch.setenv("VAULT_TOKEN", vault.token.reveal())
+    monkeypatch.setenv(GW_ENV, GATEWAY_PASSWORD)
+    for var, value in more.items():
+        monkeypatch.setenv(var, value)
+    for var in ("ROTATE_CONFIG", "VAULT_CACERT", "VAULT_NAMESPACE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def serve_usages(s: Scene, *, extra: str = "") -> None:
+    """The scene's inventory (written already) on simulators whose usages hold their
+    accounts' initial passwords; the config rewritten with the simulators' ports (and
+    `extra`), each user's Vault path set."""
+    s.write_config(extra=extra)
+    settings = load_settings(s.config)
+    s.rows = load_inventory(s.inventory, settings)
+    initial = {u.name: u.initial for u in s.users.values()}
+    states = seed_states(s.rows, settings.endpoints, passwords=initial)
+    for name, state in states.items():
+        gateway = GATEWAY_PASSWORD if name == "sv" else None
+        s.host.add_endpoint(settings.endpoints[name], state, gateway_password=gateway)
+    s.write_config(extra=extra)
+    for u in s.users.values():
+        u.path = account_vault_path(settings, u.name)
+
+
+def record_generated(s: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every candidate the run makes in this process lands in `s.generated`."""
+    generate = passwords.generate
+
+    def recording(policy: PolicySettings) -> Secret:
+        secret = generate(policy)
+        s.generated.append(secret.reveal())
+        return secret
+
+    monkeypatch.setattr(passwords, "generate", recording)
+
+
+@dataclass
+class Killed:
+    """A `rotate run` killed once the authority held every account's pending candidate."""
+
+    candidates: dict[str, str] = field(repr=False)  # account name -> its pending candidate
+    stdout: Path
+    stderr: Path
+
+
+def kill_once_the_authority_holds_the_candidates(s: Scene, timeout_s: float) -> Killed:
+    """Every vendor write hangs, so a `rotate run` subprocess stops after the authority's
+    change; it is SIGKILLed once every account logs in there with its pending candidate.
+    The candidates join the scene's secrets."""
+    for name in ("rx", "sv"):
+        s.host.set_faults(name, Faults(hang_rate=1.0, hang_s=30.0, writes_only=True))
+    argv, _ = s.argv("run")
+    stdout, stderr = s.tmp / "killed.out", s.tmp / "killed.err"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rotate", *argv],
+            cwd=ROOT,
+            env=dict(os.environ),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
+    users = list(s.users.values())
+    candidates: dict[str, str] = {}
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert proc.poll() is None, stderr.read_text()
+            journal = s.pending()
+            candidates = {u.name: journal[u.path] for u in users if u.path in journal}
+            if len(candidates) == len(users) and all(s.binds(u, candidates[u.name]) for u in users):
+                break  # the authority holds every pending candidate
+            assert time.monotonic() < deadline, "the authority never got the candidates"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+    s.extra_secrets += candidates.values()
+    return Killed(candidates, stdout, stderr)
+
+
 @pytest.fixture
 def scene(
     real_directory: RealDirectory,
@@ -454,39 +541,18 @@ def scene(
         out=tmp_path / "reports",
         token=token,
     )
-    monkeypatch.setenv("VAULT_ADDR", openbao.addr)
-    monkeypatch.setenv("VAULT_TOKEN", token)
-    monkeypatch.setenv(BIND_ENV, d.admin_password)
-    monkeypatch.setenv(GW_ENV, GATEWAY_PASSWORD)
-    for var in ("ROTATE_CONFIG", "VAULT_CACERT", "VAULT_NAMESPACE"):
-        monkeypatch.delenv(var, raising=False)
+    set_cli_environment(monkeypatch, openbao, **{BIND_ENV: d.admin_password})
 
     # The usages hold the accounts' initial passwords; then the simulators get their ports.
-    s.write_config()
     s.inventory.write_text(inventory_text(s))
-    settings = load_settings(s.config)
-    s.rows = load_inventory(s.inventory, settings)
-    initial = {u.name: u.initial for u in users.values()}
-    states = seed_states(s.rows, settings.endpoints, passwords=initial)
-    for name, state in states.items():
-        gateway = GATEWAY_PASSWORD if name == "sv" else None
-        sim_host.add_endpoint(settings.endpoints[name], state, gateway_password=gateway)
-    s.write_config()
+    serve_usages(s)
     for u in users.values():
-        u.path = account_vault_path(settings, u.name)
         assert u.path == f"{vault.prefix}/accounts/{u.name}"
         assert s.holds(u) == {u.initial}
         assert s.binds(u, u.initial)
 
     # Every candidate made, and every change sent to the directory, in this process.
-    generate = passwords.generate
-
-    def recording(policy: PolicySettings) -> Secret:
-        secret = generate(policy)
-        s.generated.append(secret.reveal())
-        return secret
-
-    monkeypatch.setattr(passwords, "generate", recording)
+    record_generated(s, monkeypatch)
     change = LdapAuthority.change
 
     async def counting(self: LdapAuthority, account: Any, password: Secret) -> None:
@@ -568,36 +634,8 @@ def test_crash_after_the_change_rolls_forward_with_the_same_candidate(
     scene: Scene, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     s = scene
-    for name in ("rx", "sv"):  # every vendor write hangs: the run stops after the change
-        s.host.set_faults(name, Faults(hang_rate=1.0, hang_s=30.0, writes_only=True))
-    argv, _ = s.argv("run")
-    stdout, stderr = s.tmp / "killed.out", s.tmp / "killed.err"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rotate", *argv],
-            cwd=ROOT,
-            env=dict(os.environ),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-        )
-    users = list(s.users.values())
-    candidates: dict[str, str] = {}
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, stderr.read_text()
-            journal = s.pending()
-            candidates = {u.name: journal[u.path] for u in users if u.path in journal}
-            if len(candidates) == len(users) and all(s.binds(u, candidates[u.name]) for u in users):
-                break  # the directory holds every pending candidate
-            assert time.monotonic() < deadline, "the directory never got the candidates"
-            time.sleep(0.1)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL
-    s.extra_secrets += candidates.values()
+    killed = kill_once_the_authority_holds_the_candidates(s, timeout_s=30)
+    candidates, users = killed.candidates, list(s.users.values())
     for u in users:
         # Mid-crash: the directory is on the candidate, which Vault holds as pending only.
         assert s.current(u) == (None, None)
@@ -620,8 +658,8 @@ def test_crash_after_the_change_rolls_forward_with_the_same_candidate(
     s.assert_no_secret(
         capsys.readouterr(),
         caplog,
-        killed_stdout=stdout.read_text(errors="replace"),
-        killed_stderr=stderr.read_text(errors="replace"),
+        killed_stdout=killed.stdout.read_text(errors="replace"),
+        killed_stderr=killed.stderr.read_text(errors="replace"),
     )
 
 

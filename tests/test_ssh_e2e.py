@@ -13,11 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,25 +22,23 @@ from typing import Any
 import hvac
 import pytest
 
-from rotate import passwords
 from rotate.authorities.ssh import SshAuthority
 from rotate.devvault import DEV_MOUNT, DevVault
-from rotate.inventory import account_vault_path, load_inventory
 from rotate.models import Secret
-from rotate.settings import PolicySettings, load_settings
 from rotate.sim.faults import Faults
 from rotate.sim.host import SimulatorHost
-from rotate.sim.seed import seed_states
 from rotate.stores.vault import VaultStore
 from tests.plugins.sshd import QUALITY_MIN_LENGTH, Sshd, keygen, known_hosts_line, strong_password
 from tests.test_accounts_e2e import (
-    GATEWAY_PASSWORD,
     GW_ENV,
-    ROOT,
     RealDirectory,
     Scene,
     User,
     in_sync,
+    kill_once_the_authority_holds_the_candidates,
+    record_generated,
+    serve_usages,
+    set_cli_environment,
     statuses,
 )
 
@@ -179,35 +172,14 @@ def ssh_scene(
     )
     # the key's lines, each a secret of its own (a partial leak is a leak)
     s.extra_secrets += [ln for ln in key_text.splitlines() if len(ln) > 20]
-    monkeypatch.setenv("VAULT_ADDR", openbao.addr)
-    monkeypatch.setenv("VAULT_TOKEN", token)
-    monkeypatch.setenv(GW_ENV, GATEWAY_PASSWORD)
-    for var in ("ROTATE_CONFIG", "VAULT_CACERT", "VAULT_NAMESPACE"):
-        monkeypatch.delenv(var, raising=False)
-
-    s.write_config()
+    set_cli_environment(monkeypatch, openbao)
     s.inventory.write_text(inventory_text(s))
-    settings = load_settings(s.config)
-    s.rows = load_inventory(s.inventory, settings)
-    initial = {u.name: u.initial for u in users.values()}
-    states = seed_states(s.rows, settings.endpoints, passwords=initial)
-    for name, state in states.items():
-        gateway = GATEWAY_PASSWORD if name == "sv" else None
-        sim_host.add_endpoint(settings.endpoints[name], state, gateway_password=gateway)
-    s.write_config()
+    serve_usages(s)
     for u in users.values():
-        u.path = account_vault_path(settings, u.name)
         assert s.holds(u) == {u.initial}
         assert s.binds(u, u.initial)
 
-    generate = passwords.generate
-
-    def recording(policy: PolicySettings) -> Secret:
-        secret = generate(policy)
-        s.generated.append(secret.reveal())
-        return secret
-
-    monkeypatch.setattr(passwords, "generate", recording)
+    record_generated(s, monkeypatch)
     change = SshAuthority.change
 
     async def counting(self: SshAuthority, account: Any, password: Secret) -> None:
@@ -370,36 +342,8 @@ def test_crash_after_the_host_change_rolls_forward_without_lockouts(
 ) -> None:
     s = ssh_scene
     adopt(s)
-    for name in ("rx", "sv"):  # every vendor write hangs: the run stops after the change
-        s.host.set_faults(name, Faults(hang_rate=1.0, hang_s=30.0, writes_only=True))
-    argv, _ = s.argv("run")
-    stdout, stderr = s.tmp / "killed.out", s.tmp / "killed.err"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rotate", *argv],
-            cwd=ROOT,
-            env=dict(os.environ),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-        )
-    users = list(s.users.values())
-    candidates: dict[str, str] = {}
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, stderr.read_text()
-            journal = s.pending()
-            candidates = {u.name: journal[u.path] for u in users if u.path in journal}
-            if len(candidates) == len(users) and all(s.binds(u, candidates[u.name]) for u in users):
-                break  # every host holds its pending candidate
-            assert time.monotonic() < deadline, "the hosts never got the candidates"
-            time.sleep(0.1)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL
-    s.extra_secrets += candidates.values()
+    killed = kill_once_the_authority_holds_the_candidates(s, timeout_s=60)
+    candidates, users = killed.candidates, list(s.users.values())
     for u in users:
         # mid-crash: the host is on the candidate, which Vault holds as pending only; the
         # usages on Vault's current
@@ -424,8 +368,8 @@ def test_crash_after_the_host_change_rolls_forward_without_lockouts(
     s.assert_no_secret(
         capsys.readouterr(),
         caplog,
-        killed_stdout=stdout.read_text(errors="replace"),
-        killed_stderr=stderr.read_text(errors="replace"),
+        killed_stdout=killed.stdout.read_text(errors="replace"),
+        killed_stderr=killed.stderr.read_text(errors="replace"),
     )
 
 

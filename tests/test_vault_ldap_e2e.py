@@ -21,20 +21,20 @@ import hvac
 import pytest
 
 from rotate.devvault import DevVault
-from rotate.inventory import account_vault_path, load_inventory
+from rotate.inventory import load_inventory
 from rotate.settings import load_settings
 from rotate.sim.host import SimulatorHost
-from rotate.sim.seed import seed_states
 from rotate.stores.vault import VaultStore
 from tests.plugins.slapd import Slapd, strong_password
 from tests.test_accounts_e2e import (
     BIND_ENV,
-    GATEWAY_PASSWORD,
-    GW_ENV,
     Scene,
     User,
     _slapd,
     inventory_text,
+    record_generated,
+    serve_usages,
+    set_cli_environment,
     statuses,
 )
 
@@ -146,26 +146,12 @@ def engine_scene(
         out=tmp_path / "reports",
         token=token,
     )
-    monkeypatch.setenv("VAULT_ADDR", openbao_ldap.addr)
-    monkeypatch.setenv("VAULT_TOKEN", token)
-    monkeypatch.setenv(BIND_ENV, s.d.admin_password)
-    monkeypatch.setenv(GW_ENV, GATEWAY_PASSWORD)
-    for var in ("ROTATE_CONFIG", "VAULT_CACERT", "VAULT_NAMESPACE"):
-        monkeypatch.delenv(var, raising=False)
-    s.write_config(extra=engine.config)
+    set_cli_environment(monkeypatch, openbao_ldap, **{BIND_ENV: s.d.admin_password})
     s.inventory.write_text(inventory_text(s).replace(",dir,", ",engine,"))
-    settings = load_settings(s.config)
-    s.rows = load_inventory(s.inventory, settings)
-    states = seed_states(
-        s.rows, settings.endpoints, passwords={u.name: u.initial for u in users.values()}
-    )
-    for name, state in states.items():
-        gateway = GATEWAY_PASSWORD if name == "sv" else None
-        sim_host.add_endpoint(settings.endpoints[name], state, gateway_password=gateway)
-    s.write_config(extra=engine.config)
+    serve_usages(s, extra=engine.config)
     for u in users.values():
-        u.path = account_vault_path(settings, u.name)
         engine.add_role(u.name, u.username, u.dn)
+    record_generated(s, monkeypatch)  # rotate must make none: it follows the engine
     caplog.set_level("DEBUG")
     try:
         yield s, engine
