@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from rotate.configparse import build
 from rotate.models import Account, Secret
 from rotate.stores.base import DataPlane
 
@@ -48,6 +49,19 @@ class AuthoritySettings:
         as `<key> '<path>' <why>`: checked before any network call, as the environment is,
         so a config can name files of the machine that runs it."""
         return ()
+
+
+S = TypeVar("S", bound=AuthoritySettings)
+
+
+def settings_from(
+    cls: type[S], name: str, kind: str, table: Mapping[str, Any], errors: list[str]
+) -> S | None:
+    """`[authorities.<name>]` as the settings class `cls` of authority type `kind` (its
+    `type` key names the type: no field); every problem appended to `errors`."""
+    data = {k: v for k, v in table.items() if k != "type"}
+    built: S | None = build(cls, data, f"authorities.{name}", errors, name=name, type=kind)
+    return built
 
 
 class SecretSource(Protocol):

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from rotate.authorities.base import Authority, AuthoritySettings, SecretSource
+from rotate.authorities.base import Authority, AuthoritySettings, SecretSource, settings_from
 from rotate.authorities.ldap_errors import NOTHING_DONE, probe_failure
 from rotate.authorities.ldap_ops import LdapOperations
 from rotate.authorities.ldap_pool import Connector, Pool, discard_all
@@ -46,7 +46,6 @@ from rotate.authorities.ldap_settings import (
     settings_problems,
     username_problems,
 )
-from rotate.configparse import build
 from rotate.errors import ConfigError, Rejected, RemoteError
 from rotate.models import Account, Secret
 
@@ -81,13 +80,10 @@ class LdapType:
     ) -> AuthoritySettings | None:
         where = f"authorities.{name}"
         before = len(errors)
-        data = {k: v for k, v in table.items() if k != "type"}
-        built: LdapSettings | None = build(
-            self.settings_class, data, where, errors, name=name, type=self.name
-        )
+        built = settings_from(self.settings_class, name, self.name, table, errors)
         if built is None:  # pragma: no cover - build only fails on a type it did not check
             return None
-        errors += settings_problems(built, data, where, self.ad)
+        errors += settings_problems(built, table, where, self.ad)
         if len(errors) > before:
             return None
         return replace(

@@ -102,7 +102,7 @@ def ldap_url_problem(url: str) -> str | None:
 
 
 def settings_problems(s: LdapSettings, data: Mapping[str, Any], where: str, ad: bool) -> list[str]:
-    """Every problem of an authority's built settings (`data`: its table, without `type`)."""
+    """Every problem of an authority's built settings (`data`: its table)."""
     errors: list[str] = []
     for key in ("url", "bind_dn", "base_dn"):
         if key not in data:

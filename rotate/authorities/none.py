@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rotate.authorities.base import Authority, AuthoritySettings, SecretSource
-from rotate.configparse import build
+from rotate.authorities.base import Authority, AuthoritySettings, SecretSource, settings_from
 from rotate.errors import RemoteError
 from rotate.models import NO_AUTHORITY, Account, Secret
 
@@ -56,11 +55,7 @@ class NoneType:
     def parse(
         self, name: str, table: Mapping[str, Any], errors: list[str]
     ) -> AuthoritySettings | None:
-        data = {k: v for k, v in table.items() if k != "type"}
-        built: NoneSettings | None = build(
-            NoneSettings, data, f"authorities.{name}", errors, name=name, type=self.name
-        )
-        return built
+        return settings_from(NoneSettings, name, self.name, table, errors)
 
     def check_account(
         self,

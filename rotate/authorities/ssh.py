@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rotate.authorities.base import Authority, AuthoritySettings, SecretSource
+from rotate.authorities.base import Authority, AuthoritySettings, SecretSource, settings_from
 from rotate.authorities.ssh_settings import (
     HostPort,
     SshSettings,
@@ -43,7 +43,6 @@ from rotate.authorities.ssh_settings import (
     password_problem,
     settings_problems,
 )
-from rotate.configparse import build
 from rotate.errors import (
     AdminRefused,
     AuthorityUnavailable,
@@ -77,11 +76,10 @@ class SshType:
     ) -> AuthoritySettings | None:
         where = f"authorities.{name}"
         before = len(errors)
-        data = {k: v for k, v in table.items() if k != "type"}
-        built: SshSettings | None = build(SshSettings, data, where, errors, name=name, type="ssh")
+        built = settings_from(SshSettings, name, self.name, table, errors)
         if built is None:  # pragma: no cover - build only fails on a type it did not check
             return None
-        errors += settings_problems(built, data, where)
+        errors += settings_problems(built, table, where)
         return built if len(errors) == before else None
 
     def check_account(

@@ -68,7 +68,7 @@ class HostPort:
 
 
 def settings_problems(s: SshSettings, data: Mapping[str, Any], where: str) -> list[str]:
-    """Every problem of an ssh authority's built settings (`data`: its table, without `type`)."""
+    """Every problem of an ssh authority's built settings (`data`: its table)."""
     errors: list[str] = []
     if "known_hosts" not in data:
         errors.append(

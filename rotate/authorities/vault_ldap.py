@@ -25,8 +25,8 @@ from rotate.authorities.base import (
     AuthoritySettings,
     Followed,
     SecretSource,
+    settings_from,
 )
-from rotate.configparse import build
 from rotate.errors import ConfigError, Rejected, RemoteError, StoreError
 from rotate.models import Account, Secret
 from rotate.stores.base import DataPlane
@@ -133,10 +133,7 @@ class VaultLdapType:
     def parse(
         self, name: str, table: Mapping[str, Any], errors: list[str]
     ) -> AuthoritySettings | None:
-        data = {k: v for k, v in table.items() if k != "type"}
-        built: VaultLdapSettings | None = build(
-            VaultLdapSettings, data, f"authorities.{name}", errors, name=name, type=self.name
-        )
+        built = settings_from(VaultLdapSettings, name, self.name, table, errors)
         if built is None:
             return None
         mount = built.mount.strip("/")
