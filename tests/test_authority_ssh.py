@@ -23,7 +23,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from rotate.authorities.ssh import SSH, SshAuthority, SshSettings
+from rotate.authorities.ssh import SSH, SshAuthority, SshSettings, _Trust
 from rotate.backends import check_environment
 from rotate.errors import (
     AdminRefused,
@@ -517,6 +517,26 @@ def test_defaults(files: dict[str, str]) -> None:
     assert (settings.timeout_s, settings.per_host, settings.max_connections) == (10.0, 2, 16)
     assert settings.changes is True
     assert settings.required_env() == ()
+
+
+def test_known_hosts_is_parsed_once_until_the_file_changes(files: dict[str, str]) -> None:
+    """Thousands of accounts reuse one parse of known_hosts; an edit applies at once."""
+    settings, errors = parse(files)
+    assert errors == []
+    assert settings is not None
+    trust = _Trust(settings, None)
+    first, entries = trust.known_hosts(RemoteError)
+    assert entries == 1
+    assert trust.known_hosts(RemoteError)[0] is first  # not read again
+    path = Path(files["known_hosts"])
+    line = path.read_text()
+    path.write_text(line + line.replace("2222", "2223"))
+    again, entries = trust.known_hosts(RemoteError)
+    assert again is not first
+    assert entries == 2
+    path.unlink()
+    with pytest.raises(RemoteError, match="cannot be read"):
+        trust.known_hosts(RemoteError)
 
 
 def test_unreadable_files_are_named_before_any_network_call(

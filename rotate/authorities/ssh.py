@@ -123,6 +123,8 @@ class _Trust:
         self.settings = settings
         self._key_text = key_text
         self._key: asyncssh.SSHKey | None = None
+        # the known_hosts file as last parsed: (mtime, size, inode), its hosts, its entries
+        self._known: tuple[tuple[int, int, int], asyncssh.SSHKnownHosts, int] | None = None
 
     def key(self, error: type[RemoteError] | type[AdminRefused]) -> asyncssh.SSHKey:
         """rotate's private key (loaded once); `error` when it will not load."""
@@ -151,10 +153,15 @@ class _Trust:
     def known_hosts(
         self, error: type[RemoteError] | type[AuthorityUnavailable]
     ) -> tuple[asyncssh.SSHKnownHosts, int]:
-        """The known_hosts file, read now (an edit applies to the next connection), and the
-        number of its entries."""
+        """The known_hosts file and the number of its entries: parsed again only when the
+        file changed (an edit applies to the next connection; thousands of accounts do not
+        mean thousands of parses)."""
         path = self.settings.known_hosts
         try:
+            stat = os.stat(path)
+            version = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if self._known is not None and self._known[0] == version:
+                return self._known[1], self._known[2]
             text = Path(path).read_text()
             known = asyncssh.import_known_hosts(text)
         except (OSError, ValueError, UnicodeDecodeError) as exc:
@@ -163,6 +170,7 @@ class _Trust:
                 f"authority {self.name}: known_hosts {path} cannot be read: {why}"
             ) from None
         entries = sum(1 for line in text.splitlines() if line.strip() and not line.startswith("#"))
+        self._known = (version, known, entries)
         return known, entries
 
     def host_key_refusal(self, target: HostPort) -> str:
