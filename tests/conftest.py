@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.plugins.slapd",
     "tests.plugins.samba",
     "tests.plugins.sshd",
+    "tests.plugins.authority",
 ]
 
 import ssl  # noqa: E402

@@ -180,7 +180,6 @@ class Scene:
         """The config on this scene's Vault prefix, directory and simulators. `policy` is the
         body of `[policies.acct]`, the policy of the first account."""
         urls = self.host.urls
-        ca = self.d.ca_file
         self.config.write_text(
             f"""
 [vault]
@@ -198,12 +197,7 @@ backoff_s = 0.05
 max_age_days = 90
 
 [authorities.dir]
-type = "{self.d.kind}"
-url = "{self.d.url}"
-ca_bundle = "{ca}"
-bind_dn = "{self.d.admin_dn}"
-bind_password_env = "{BIND_ENV}"
-base_dn = "{self.d.base_dn}"
+{self.authority_config()}
 timeout_s = 5
 
 [policies.default]
@@ -222,6 +216,20 @@ url = "{urls.get("sv", "http://127.0.0.1:1")}"
 gateway_password_env = "{GW_ENV}"
 {extra}
 """
+        )
+
+    def authority_config(self) -> str:
+        """The body of `[authorities.dir]`, the scene's authority (timeout aside)."""
+        d = self.d
+        return "\n".join(
+            (
+                f'type = "{d.kind}"',
+                f'url = "{d.url}"',
+                f'ca_bundle = "{d.ca_file}"',
+                f'bind_dn = "{d.admin_dn}"',
+                f'bind_password_env = "{BIND_ENV}"',
+                f'base_dn = "{d.base_dn}"',
+            )
         )
 
     # -- the CLI ---------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import secrets
 import socket
 import ssl
 import threading
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from rotate.registry import authority_type
 from rotate.sim.directory import DirectoryState
 from rotate.sim.host import SimulatorHost
 from rotate.sim.tls import make_tls
+from tests.plugins.authority import exception_text, leaks
 from tests.plugins.samba import SambaDC
 from tests.plugins.slapd import STAFF_DN, Slapd, free_port, strong_password
 
@@ -210,24 +210,6 @@ DIRECTORIES = [
 def directory(request: pytest.FixtureRequest) -> Directory:
     found: Directory = request.getfixturevalue(f"{request.param}_directory")
     return found
-
-
-@pytest.fixture
-async def closing() -> Any:
-    """Authorities a test opens, closed at its end."""
-    opened: list[LdapAuthority] = []
-    yield opened.append
-    for a in opened:
-        await a.aclose()
-
-
-def leaks(secret_values: list[str], *texts: str) -> list[str]:
-    return [s for s in secret_values for t in texts if s and s in t]
-
-
-def exception_text(exc: BaseException) -> str:
-    """Everything a log line with a traceback would show of `exc`."""
-    return "".join(traceback.format_exception(exc)) + repr(exc) + str(exc)
 
 
 # --- the contract, on every directory ------------------------------------------------------

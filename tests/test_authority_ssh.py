@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from rotate.registry import authority_type
 from rotate.settings import EndpointSettings, Settings
 from rotate.sim.host import SimulatorHost
 from rotate.sim.sshhost_state import SshHostState
+from tests.plugins.authority import exception_text, leaks
 from tests.plugins.slapd import free_port
 from tests.plugins.sshd import Sshd, keygen, known_hosts_line, strong_password
 
@@ -173,24 +173,6 @@ HOSTS = [
 def ssh_host(request: pytest.FixtureRequest) -> Host:
     found: Host = request.getfixturevalue(f"{request.param}_ssh_host")
     return found
-
-
-@pytest.fixture
-async def closing() -> Any:
-    """Authorities a test opens, closed at its end."""
-    opened: list[SshAuthority] = []
-    yield opened.append
-    for a in opened:
-        await a.aclose()
-
-
-def leaks(secret_values: list[str], *texts: str) -> list[str]:
-    return [s for s in secret_values for t in texts if s and s in t]
-
-
-def exception_text(exc: BaseException) -> str:
-    """Everything a log line with a traceback would show of `exc`."""
-    return "".join(traceback.format_exception(exc)) + repr(exc) + str(exc)
 
 
 # --- the contract, on every host ---------------------------------------------------------------

@@ -30,7 +30,6 @@ from rotate.sim.host import SimulatorHost
 from rotate.stores.vault import VaultStore
 from tests.plugins.sshd import QUALITY_MIN_LENGTH, Sshd, keygen, known_hosts_line, strong_password
 from tests.test_accounts_e2e import (
-    GW_ENV,
     RealDirectory,
     Scene,
     User,
@@ -52,49 +51,17 @@ class SshScene(Scene):
     known_hosts: Path | None = None
     command: str = "chpasswd"
 
-    def write_config(self, *, policy: str = "length = 24", extra: str = "") -> None:
+    def authority_config(self) -> str:
         assert self.sshd is not None
-        urls = self.host.urls
-        self.config.write_text(
-            f"""
-[vault]
-addr = "http://127.0.0.1:1"
-mount = "{DEV_MOUNT}"
-prefix = "{self.prefix}"
-auth = "token"
-
-[run]
-concurrency = 8
-per_endpoint_concurrency = 4
-timeout_s = 5
-retries = 1
-backoff_s = 0.05
-max_age_days = 90
-
-[authorities.dir]
-type = "ssh"
-login_user = "{self.sshd.login_user}"
-key_file = "{self.sshd.key_file}"
-known_hosts = "{self.known_hosts or self.sshd.known_hosts}"
-command = "{self.command}"
-timeout_s = 5
-
-[policies.default]
-length = 24
-
-[policies.acct]
-{policy}
-
-[endpoints.rx]
-system = "remotix"
-url = "{urls.get("rx", "http://127.0.0.1:1")}"
-
-[endpoints.sv]
-system = "sparkview"
-url = "{urls.get("sv", "http://127.0.0.1:1")}"
-gateway_password_env = "{GW_ENV}"
-{extra}
-"""
+        sshd = self.sshd
+        return "\n".join(
+            (
+                'type = "ssh"',
+                f'login_user = "{sshd.login_user}"',
+                f'key_file = "{sshd.key_file}"',
+                f'known_hosts = "{self.known_hosts or sshd.known_hosts}"',
+                f'command = "{self.command}"',
+            )
         )
 
     def host_of(self, user: User) -> str:
